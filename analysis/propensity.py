@@ -188,7 +188,16 @@ def load(path: str | os.PathLike) -> dict[str, np.ndarray]:
 # ------------------------------------------------------------------------------------------
 # a small reference store without a quench (tests, benchmarks, trying the propensity deck)
 
-_KAM_GLASS_DECK = """\
+_GLASS_POTENTIAL = {
+    "kam": "pair_style lj/smooth/linear 2.5\npair_coeff 1 1 1.0 1.0 2.5\n"
+    "pair_coeff 1 2 1.5 0.8 2.0\npair_coeff 2 2 0.5 0.88 2.2\n",
+    "abm": "pair_style lj/smooth/linear 2.916666666666667\n"
+    "pair_coeff 1 1 1.0 0.8333333333333334 2.0833333333333335\n"
+    "pair_coeff 1 2 1.0 1.0 2.5\npair_coeff 2 2 1.0 1.1666666666666667 2.916666666666667\n",
+}
+_GLASS_FRACTION_B = {"kam": 0.35, "abm": 0.5}
+
+_GLASS_DECK = """\
 units lj
 dimension 2
 boundary p p p
@@ -198,12 +207,9 @@ lattice sq 1.2
 region box block 0 ${M} 0 ${M} -0.5 0.5
 create_box 2 box
 create_atoms 1 box
-set type 1 type/ratio 2 0.35 ${seed}
+set type 1 type/ratio 2 ${fb} ${seed}
 mass * 1.0
-pair_style lj/smooth/linear 2.5
-pair_coeff 1 1 1.0 1.0 2.5
-pair_coeff 1 2 1.5 0.8 2.0
-pair_coeff 2 2 0.5 0.88 2.2
+include ${potential}
 neighbor 0.3 bin
 fix flat all enforce2d
 timestep 0.005
@@ -224,16 +230,18 @@ def make_reference_samples(
     nsamples: int = 3,
     not_done: Sequence[int] = (1,),
     seed: int = 5,
+    model: str = "kam",
     nmelt: int = 2000,
     ncool: int = 2000,
     lmp: str | None = None,
 ) -> Path:
-    """A small ``glasscam.samples/1`` store of quickly made KAM glasses (not the paper's quench).
+    """A small ``glasscam.samples/1`` store of quickly made glasses (not the paper's quench).
 
-    ``side``² particles on a square lattice at ρ = 1.2, 65:35 random types, melted at T = 2,
-    cooled 0.6 → 0.05 over ``ncool`` steps and minimised (one serial ``lmp`` run per sample, so
-    atom IDs do not depend on a rank count). Samples in ``not_done`` are left not done. Both
-    classes get the same configuration (enough for the propensity path, which reads ``glass``).
+    ``side``² particles on a square lattice at ρ = 1.2, random types (KAM 65:35, ABM 50:50),
+    melted at T = 2, cooled 0.6 → 0.05 over ``ncool`` steps and minimised (one serial ``lmp``
+    run per sample, so atom IDs do not depend on a rank count). Samples in ``not_done`` are left
+    not done. Both classes get the same configuration (enough for the propensity path, which
+    reads ``glass``).
     """
     import subprocess
     import sys
@@ -241,6 +249,8 @@ def make_reference_samples(
 
     from insitu.schema import create_samples_store
 
+    if model not in _GLASS_POTENTIAL:
+        raise ValueError(f"model must be one of {sorted(_GLASS_POTENTIAL)}, got {model!r}")
     lmp = lmp or str(Path(sys.executable).parent / "lmp")
     n = side * side
     params = {
@@ -250,13 +260,15 @@ def make_reference_samples(
         "grid": 8,
         "ncool": 1,
         "seed": seed,
-        "model": "kam",
+        "model": model,
         "note": "analysis.propensity.make_reference_samples (test glass)",
     }
     root = create_samples_store(path, params)
     with tempfile.TemporaryDirectory() as tmp:
         deck = Path(tmp) / "glass.in"
-        deck.write_text(_KAM_GLASS_DECK)
+        deck.write_text(_GLASS_DECK)
+        pot = Path(tmp) / "potential.in"
+        pot.write_text(_GLASS_POTENTIAL[model])
         for s in range(nsamples):
             if s in set(not_done):
                 continue
@@ -268,6 +280,8 @@ def make_reference_samples(
                 "dump": dump,
                 "nmelt": nmelt,
                 "ncool": ncool,
+                "potential": pot,
+                "fb": _GLASS_FRACTION_B[model],
             }.items():
                 cmd += ["-var", k, str(v)]
             subprocess.run(cmd, check=True, capture_output=True, text=True)

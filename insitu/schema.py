@@ -350,3 +350,71 @@ def open_propensity_store(
     _check_arrays(root["reference"], PROPENSITY_REFERENCE_ARRAYS, sizes, where)
     _check_arrays(root, PROPENSITY_ROOT_ARRAYS, sizes, where)
     return root
+
+
+# ============================================================================================
+# indicators.zarr (glasscam.indicators/1) -- structural indicators, written by
+# `glasscam indicators` (analysis.indicators). Section owned by the indicators stage.
+#
+#     liquid/, glass/                one group per class, each with
+#         voronoi       f8 [S, N]    Voronoi cell area ϒ (periodic 2D)
+#         ttop          f8 [S, N]    Tong-Tanaka order parameter Θ (radians)
+#         done          b1 [S]       set last, after both fields of the sample are written
+#
+# One chunk per sample (a task owns its samples' chunks whole). Root attrs: ``schema``,
+# ``parameters`` (samples store path, nsamples, natoms, system, diameters, skin factor: a
+# resumed run must match them), ``versions``, ``provenance`` (samples-store parameters and the
+# last run's scheduler/workers; informational, not compared).
+# ============================================================================================
+
+INDICATORS_SCHEMA = "glasscam.indicators/1"
+INDICATOR_CLASS_ARRAYS: tuple[ArraySpec, ...] = (
+    ArraySpec("voronoi", ("S", "N"), "float64", float("nan"), _S),
+    ArraySpec("ttop", ("S", "N"), "float64", float("nan"), _S),
+    ArraySpec("done", ("S",), "bool", False, _S),
+)
+
+
+def indicators_sizes(params: Mapping[str, Any]) -> dict[str, int]:
+    try:
+        return {"S": int(params["nsamples"]), "N": int(params["natoms"])}
+    except KeyError as err:
+        raise SchemaError(f"indicators parameters lack field {err.args[0]!r}") from None
+
+
+def create_indicators_store(
+    path: str | os.PathLike, params: Mapping[str, Any], provenance: Mapping[str, Any] | None = None
+):
+    """Create an empty indicators store (one process only) and return its root group."""
+    import zarr
+
+    sizes = indicators_sizes(params)
+    root = zarr.open_group(os.fspath(path), mode="w-", zarr_format=3)
+    for cls in CLASSES:
+        _create_arrays(root.create_group(cls), INDICATOR_CLASS_ARRAYS, sizes)
+    root.attrs.update(
+        {
+            "parameters": jsonable(params),
+            "versions": versions(),
+            "provenance": jsonable(provenance or {}),
+            "schema": INDICATORS_SCHEMA,
+        }
+    )
+    return root
+
+
+def open_indicators_store(
+    path: str | os.PathLike, mode: str = "r", expect: Mapping[str, Any] | None = None
+):
+    """Open and validate an indicators store; with ``expect``, check its parameters match."""
+    where = os.fspath(path)
+    root = _open_root(where, mode, INDICATORS_SCHEMA)
+    params = dict(root.attrs["parameters"])
+    if expect is not None:
+        check_parameters(params, expect, where)
+    sizes = indicators_sizes(params)
+    for cls in CLASSES:
+        if cls not in root:
+            raise SchemaError(f"{where}: missing group '{cls}'")
+        _check_arrays(root[cls], INDICATOR_CLASS_ARRAYS, sizes, where)
+    return root

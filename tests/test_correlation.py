@@ -109,3 +109,146 @@ def test_scan_xi_finds_the_generating_length_and_flip():
     np.testing.assert_allclose(neg_scan, pos_scan, atol=1e-12)
     two = scan_xi(noise, np.stack([target, 1 - target]), pos, box, xis)
     np.testing.assert_allclose(two[:, 1], -pos_scan, atol=1e-12)
+
+
+# --------------------------------------------------------------------------------------------
+# `glasscam correlate` end to end on a small synthetic run folder
+
+
+def make_run(tmp_path, n_side=20, nsamples=6, system="kam", nreplicas=9, noutputs=6):
+    import zarr
+
+    from analysis.coarse_grain import coarse_grain
+    from analysis.indicators import run_indicators
+    from insitu.schema import create_propensity_store, create_samples_store
+
+    run = tmp_path / "run"
+    run.mkdir()
+    n = n_side * n_side
+    length = np.sqrt(n / 1.2)
+    box = np.array([length, length])
+    params = {"nsamples": nsamples, "natoms": n, "channels": 2, "grid": 8, "ncool": 1,
+              "seed": 3, "system": system}
+    root = create_samples_store(run / "samples.zarr", params)
+    rng = np.random.default_rng(11)
+    g = np.stack(np.meshgrid(np.arange(n_side), np.arange(n_side)), -1).reshape(-1, 2) + 0.5
+    for cls in ("liquid", "glass"):
+        for s in range(nsamples):
+            root[f"{cls}/positions"][s] = np.mod(
+                (g + rng.normal(0, 0.2, g.shape)) * length / n_side, length
+            ).astype(np.float32)
+            root[f"{cls}/types"][s] = (rng.random(n) < 0.35).astype(np.int8)
+            root[f"{cls}/box"][s] = box
+            root[f"{cls}/done"][s] = True
+    run_indicators(run / "samples.zarr", run / "indicators.zarr", scheduler="serial",
+                   echo=lambda s: None)
+    # Grad-CAM stand-in: a smooth field anti-correlated with the Voronoi volume
+    ind = zarr.open_group(run / "indicators.zarr", mode="r")
+    gc = zarr.open_group(run / "gradcam.zarr", mode="w")
+    for cls in ("liquid", "glass"):
+        gam = np.stack([
+            -coarse_grain(ind[f"{cls}/voronoi"][s], root[f"{cls}/positions"][s], box, 1.0)
+            for s in range(nsamples)
+        ])
+        gc.create_array(f"{cls}/gamma", data=gam)
+    # propensity of glass sample 0: grows with time, follows the coarse-grained volume
+    pos0 = np.asarray(root["glass/positions"][0], dtype=np.float64)
+    vol = np.asarray(ind["glass/voronoi"][0])
+    base = normalize(coarse_grain(vol, pos0, box, 2.0))
+    steps = np.arange(1, noutputs + 1) * 100
+    pstore = create_propensity_store(
+        run / "propensity_T0.4.zarr",
+        {"nreplicas": nreplicas, "noutputs": noutputs, "natoms": n},
+        {"positions": root["glass/positions"][0], "types": root["glass/types"][0], "box": box},
+        steps, 0.005,
+    )
+    pstore.attrs.update({"class": "glass", "sample": 0, "temperature": 0.4})
+    scale = np.geomspace(0.1, 5.0, noutputs)
+    crd = np.empty((nreplicas, noutputs, n), dtype=np.float32)
+    for r in range(nreplicas):
+        for k in range(noutputs):
+            crd[r, k] = scale[k] * (0.2 + base + rng.exponential(0.6, n))
+    pstore["crd"][:] = crd
+    pstore["propensity"][:] = crd.mean(axis=0)
+    pstore["delta"][:] = crd.mean(axis=(0, 2))
+    pstore["done"][:] = True
+    return run
+
+
+def read_csv(path):
+    import csv
+
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_correlate_end_to_end(tmp_path):
+    from analysis.correlate import CorrelateOptions, run_correlate
+
+    run = make_run(tmp_path)
+    opts = CorrelateOptions(xi_grid=(0.0, 1.0, 2.0, 3.0), split="all", dr=0.2, r_max_samples=5.0)
+    written = run_correlate(run, opts, echo=lambda s: None)
+    names = {p.name for p in written}
+    assert {"table3_xi.csv", "table4_ensembles.csv", "table5_cmax.csv", "fig3_c_delta.csv",
+            "fig5_gamma_vs_delta.csv", "fig7_indicators_vs_delta.csv",
+            "fig6_pairs_per_sample.csv", "tableS2_pairs_summary.csv", "fig8_c_alpha.csv",
+            "fig8_crossings.csv"} <= names
+    t5 = {r["indicator"]: r for r in read_csv(run / "tables" / "table5_cmax.csv")}
+    # KAM orientation of the paper: 1-Gamma, Upsilon, 1-Theta
+    assert t5["Gamma"]["correlated_as"] == "1-Gamma"
+    assert t5["Upsilon"]["correlated_as"] == "Upsilon"
+    assert t5["Theta"]["correlated_as"] == "1-Theta"
+    # Δ was built from the coarse-grained volume: it is found, with a positive ξ
+    assert float(t5["Upsilon"]["c_max"]) > 0.8
+    assert float(t5["Upsilon"]["xi"]) > 0
+    assert float(t5["Gamma"]["c_max"]) > 0.5
+    t3 = {r["variable"]: r for r in read_csv(run / "tables" / "table3_xi.csv")}
+    assert 0 < float(t3["Delta(1)"]["xi"]) < 9
+    t4 = {r["quantity"]: float(r["pearson"]) for r in read_csv(run / "tables" /
+                                                                 "table4_ensembles.csv")}
+    # coarse-graining removes replica noise: cg sub-ensembles agree better than bare ones
+    assert t4["C(e3i,e3j) cg"] > t4["C(e3i,e3j) bare"]
+    f3 = read_csv(run / "tables" / "fig3_c_delta.csv")
+    assert float(f3[0]["r"]) == 0.0 and float(f3[0]["c"]) == 1.0
+    s2 = read_csv(run / "tables" / "tableS2_pairs_summary.csv")
+    gu = [r for r in s2 if r["pair"] == "Gamma-Upsilon" and r["class"] == "glass"][0]
+    assert float(gu["pearson_mean"]) < -0.8 and int(gu["samples"]) == 6
+    x8 = read_csv(run / "tables" / "fig8_crossings.csv")
+    assert {r["indicator"] for r in x8} == {"Gamma", "Upsilon", "Theta"}
+
+
+def test_correlate_bad_inputs(tmp_path):
+    import zarr
+
+    from analysis.correlate import CorrelateInputError, CorrelateOptions, run_correlate
+
+    run = make_run(tmp_path, nsamples=3)
+    opts = CorrelateOptions(xi_grid=(0.0, 1.0), split="all", r_max_samples=3.0)
+    # NaN propensity
+    p = zarr.open_group(run / "propensity_T0.4.zarr", mode="r+")
+    good = np.asarray(p["propensity"][:])
+    p["propensity"][:] = np.nan
+    with pytest.raises(CorrelateInputError, match=r"propensity_T0\.4\.zarr.*propensity"):
+        run_correlate(run, opts, echo=lambda s: None)
+    p["propensity"][:] = good
+    # empty split: the test samples are not done
+    root = zarr.open_group(run / "samples.zarr", mode="r+")
+    test = np.flatnonzero(np.asarray(root["split"][:]) == 2)
+    for t in test:
+        root["glass/done"][int(t)] = False
+    with pytest.raises(CorrelateInputError, match="no done 'glass' samples in split 'test'"):
+        run_correlate(run, CorrelateOptions(xi_grid=(0.0, 1.0), split="test"),
+                      echo=lambda s: None)
+    # mismatched N between stores
+    g = zarr.open_group(run / "gradcam.zarr", mode="r+")
+    del g["glass/gamma"]
+    g.create_array("glass/gamma", data=np.zeros((3, 10)))
+    with pytest.raises(CorrelateInputError, match=r"gradcam\.zarr.*glass/gamma.*N = 10"):
+        run_correlate(run, opts, echo=lambda s: None)
+    # missing store
+    import shutil
+
+    shutil.rmtree(run / "indicators.zarr")
+    with pytest.raises(FileNotFoundError, match="indicators.zarr"):
+        run_correlate(run, opts, echo=lambda s: None)
+

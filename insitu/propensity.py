@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 
 from insitu import crd as K
+from insitu import parallel
 from insitu.schema import (
     PROPENSITY_SCHEMA,
     SAMPLES_SCHEMA,
@@ -202,64 +203,19 @@ def store_parameters(p: dict[str, Any], natoms: int) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------
-# MPI helpers (universe / partition / roots). Uses insitu.parallel where available.
+# MPI helpers: communicators and the work queue come from insitu.parallel
 
 
 def _comms(lmp) -> tuple[Any, Any, Any]:
-    from mpi4py import MPI
-
-    universe = MPI.COMM_WORLD
-    part = lmp.get_mpi_comm()
+    """(universe, partition, roots): roots joins the rank 0 of every partition (else NULL)."""
+    MPI = parallel.mpi()
+    universe = parallel.universe()
+    part = parallel.partition(lmp)
     if part is None:
         raise RuntimeError("LAMMPS has no MPI communicator (mpi4py missing?)")
     color = 0 if part.Get_rank() == 0 else MPI.UNDEFINED
     roots = universe.Split(color, universe.Get_rank())
     return universe, part, roots
-
-
-class _Counter:
-    """Dynamic work queue: an MPI-RMA atomic counter on universe rank 0 (fetch-and-add)."""
-
-    def __init__(self, universe) -> None:
-        from mpi4py import MPI
-
-        self._MPI = MPI
-        itemsize = MPI.INT64_T.Get_size()
-        size = itemsize if universe.Get_rank() == 0 else 0
-        self.win = MPI.Win.Allocate(size, itemsize, comm=universe)
-        if universe.Get_rank() == 0:
-            self.win.Lock(0, MPI.LOCK_EXCLUSIVE)
-            self.win.Put(np.zeros(1, dtype=np.int64), 0)
-            self.win.Unlock(0)
-        universe.Barrier()
-
-    def next(self) -> int:
-        MPI = self._MPI
-        one = np.ones(1, dtype=np.int64)
-        got = np.zeros(1, dtype=np.int64)
-        self.win.Lock(0, MPI.LOCK_SHARED)
-        self.win.Fetch_and_op(one, got, 0, 0, MPI.SUM)
-        self.win.Unlock(0)
-        return int(got[0])
-
-    def free(self) -> None:
-        self.win.Free()
-
-
-def _make_queue(universe, part):
-    """The shared work queue (insitu.parallel's if present, else the local counter)."""
-    try:
-        from insitu import parallel  # type: ignore[attr-defined]
-
-        factory = getattr(parallel, "WorkCounter", None) or getattr(parallel, "Counter", None)
-    except ImportError:
-        factory = None
-    if factory is not None:
-        try:
-            return factory(universe)
-        except TypeError:
-            pass
-    return _Counter(universe)
 
 
 # ------------------------------------------------------------------------------------------
@@ -347,56 +303,50 @@ def setup(lmp, step: int, **kw: str) -> None:
     """Validate inputs, create/reopen the store, build the cage; collective over the universe."""
     global _RUN
     universe, part, roots = _comms(lmp)
-    rank = universe.Get_rank()
-    payload: dict[str, Any] | None = None
-    error: str | None = None
-    acc_init = None
-    store = None
-    if rank == 0:
-        try:
-            p = parse_parameters(kw)
-            ref = read_reference(p)
-            steps = K.log_steps(p["nsteps"], p["noutputs"], p["first"])
-            store, done, seeds = _init_store(p, ref, steps)
-            cage = K.build_cage(
-                ref["positions"],
-                ref["box"],
-                p["cage"],
-                ref["types"],
-                SIGMA[p["model"]],
-                p["cage_factor"],
+    root_state: dict[str, Any] = {}
+
+    def prepare() -> dict[str, Any]:
+        p = parse_parameters(kw)
+        ref = read_reference(p)
+        steps = K.log_steps(p["nsteps"], p["noutputs"], p["first"])
+        store, done, seeds = _init_store(p, ref, steps)
+        cage = K.build_cage(
+            ref["positions"],
+            ref["box"],
+            p["cage"],
+            ref["types"],
+            SIGMA[p["model"]],
+            p["cage_factor"],
+        )
+        todo = np.flatnonzero(~done)
+        # running sums of replicas already done (resume): re-read their stored float32 crd
+        acc = K.PropensityAccumulator(len(steps), ref["positions"].shape[0])
+        for s in np.flatnonzero(done):
+            acc.add_replica(np.asarray(store["crd"][int(s)]))
+        root_state.update(store=store, acc=acc)
+        if len(todo) < p["nreplicas"]:
+            _log(
+                f"resuming {p['out']}: {p['nreplicas'] - len(todo)} replica(s) done, "
+                f"{len(todo)} to run: {todo.tolist()}"
             )
-            todo = np.flatnonzero(~done)
-            # running sums of replicas already done (resume): re-read their stored float32 crd
-            acc_init = K.PropensityAccumulator(len(steps), ref["positions"].shape[0])
-            for s in np.flatnonzero(done):
-                acc_init.add_replica(np.asarray(store["crd"][int(s)]))
-            payload = {
-                "p": p,
-                "ref": ref,
-                "steps": steps,
-                "seeds": seeds,
-                "todo": todo,
-                "indptr": cage.indptr,
-                "indices": cage.indices,
-                "definition": cage.definition,
-            }
-            if len(todo) < p["nreplicas"]:
-                _log(
-                    f"resuming {p['out']}: {p['nreplicas'] - len(todo)} replica(s) done, "
-                    f"{len(todo)} to run"
-                )
-        except (PropensityInputError, SchemaError) as err:
-            error = str(err)
-        except Exception as err:  # noqa: BLE001 - reported on every rank, never a hang
-            error = f"{type(err).__name__}: {err}"
-    error = universe.bcast(error, root=0)
-    if error is not None:
-        raise PropensityInputError(error)
-    payload = universe.bcast(payload, root=0)
+        return {
+            "p": p,
+            "ref": ref,
+            "steps": steps,
+            "seeds": seeds,
+            "todo": todo,
+            "indptr": cage.indptr,
+            "indices": cage.indices,
+            "definition": cage.definition,
+        }
+
+    # universe rank 0 validates everything before any MD step; an error stops every rank
+    payload = parallel.on_root(universe, prepare)
+    dump = str(kw.get("dump", "none"))
+    lmp.command(f"variable dumping string {0 if dump.lower() in ('', 'none') else 1}")
     p = payload["p"]
     cage = K.Cage(payload["indptr"], payload["indices"], payload["definition"])
-    queue = _make_queue(universe, part)
+    queue = parallel.WorkQueue(universe, payload["todo"].tolist())
     run = _Run(
         p=p,
         universe=universe,
@@ -410,19 +360,16 @@ def setup(lmp, step: int, **kw: str) -> None:
         seeds=payload["seeds"],
     )
     if run.is_root:
-        run.acc = acc_init or K.PropensityAccumulator(len(run.steps), cage.n)
-        run.store = store if store is not None else open_propensity_store(p["out"], mode="r+")
+        run.acc = root_state.get("acc") or K.PropensityAccumulator(len(run.steps), cage.n)
+        run.store = root_state.get("store") or open_propensity_store(p["out"], mode="r+")
     _RUN = run
 
 
 def next_replica(lmp, step: int, **kw: str) -> None:
     """Take the next replica from the dynamic queue; sets deck variables replica, vseed."""
     run = _state()
-    task = None
-    if run.is_root:
-        t = run.queue.next()
-        task = int(run.todo[t]) if t < len(run.todo) else -1
-    task = run.part.bcast(task, root=0)
+    item = run.queue.next(run.part)
+    task = -1 if item is None else int(item)
     run.replica = task
     seed = int(run.seeds[task]) if task >= 0 else 0
     lmp.command(f"variable replica string {task}")
@@ -535,31 +482,28 @@ def finish(lmp, step: int, **kw: str) -> None:
     from mpi4py import MPI
 
     run = _state()
-    error: str | None = None
+    urank0 = run.universe.Get_rank() == 0
+    sums = counts = None
     if run.is_root:
-        urank0 = run.universe.Get_rank() == 0
         sums = np.empty_like(run.acc.sum) if urank0 else None
         counts = np.empty_like(run.acc.count) if urank0 else None
         run.roots.Reduce(run.acc.sum, sums, op=MPI.SUM, root=0)
         run.roots.Reduce(run.acc.count, counts, op=MPI.SUM, root=0)
-        if urank0:
-            done = np.asarray(run.store["done"][:], dtype=bool)
-            if int(done.sum()) != run.p["nreplicas"] or not (counts == done.sum()).all():
-                error = (
-                    f"{run.p['out']}: {int(done.sum())} of {run.p['nreplicas']} replicas done "
-                    f"('done' array), running sums hold {sorted(set(counts.tolist()))} replicas: "
-                    "not writing propensity"
-                )
-            else:
-                prop, delta = K.propensity_from_sums(sums, counts)
-                run.store["propensity"][...] = prop
-                run.store["delta"][...] = delta
-                _log(
-                    f"wrote propensity and delta of {run.p['nreplicas']} replicas to {run.p['out']}"
-                )
-    error = run.universe.bcast(error, root=0)
-    if error is not None:
-        raise RuntimeError(error)
+
+    def write() -> None:
+        done = np.asarray(run.store["done"][:], dtype=bool)
+        if int(done.sum()) != run.p["nreplicas"] or not (counts == done.sum()).all():
+            raise RuntimeError(
+                f"{run.p['out']}: {int(done.sum())} of {run.p['nreplicas']} replicas done "
+                f"('done' array), running sums hold {sorted(set(counts.tolist()))} replicas: "
+                "not writing propensity"
+            )
+        prop, delta = K.propensity_from_sums(sums, counts)
+        run.store["propensity"][...] = prop
+        run.store["delta"][...] = delta
+        _log(f"wrote propensity and delta of {run.p['nreplicas']} replicas to {run.p['out']}")
+
+    parallel.on_root(run.universe, write)
     tot = run.universe.reduce(
         np.array([run.timing["md"], run.timing["crd"], run.timing["steps"]])
         if run.is_root

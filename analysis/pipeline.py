@@ -74,7 +74,8 @@ def lammps_argv(
     if partitions > 1:
         if np % partitions:
             raise PresetError(f"np = {np} is not a multiple of partitions = {partitions}")
-        argv[argv.index("-in"):argv.index("-in")] = ["-partition", f"{partitions}x{np // partitions}"]
+        at = argv.index("-in")
+        argv[at:at] = ["-partition", f"{partitions}x{np // partitions}"]
     if screen is not None:
         argv[argv.index("-in"):argv.index("-in")] = ["-log", str(screen)]
     for key, value in variables.items():
@@ -150,7 +151,9 @@ def plan(out: Path, preset: dict[str, dict[str, Any]], scheduler: str | None) ->
             return []
         _check_deck_keys(prop_deck, "propensity", prop, set())
         sample = (
-            first_test_glass_sample(samples) if sample_choice == "first-test" else int(sample_choice)
+            first_test_glass_sample(samples)
+            if sample_choice == "first-test"
+            else int(sample_choice)
         )
         cmds = []
         for temp in temperatures:

@@ -12,7 +12,9 @@ def register(app: typer.Typer) -> None:
     @app.command("run")
     def run(
         out: Annotated[Path, typer.Option(help="Run folder (created; resumed if it exists).")],
-        preset: Annotated[str, typer.Option(help="Preset name in inputs/presets or a .toml.")] = "demo",
+        preset: Annotated[
+            str, typer.Option(help="Preset name in inputs/presets or a .toml.")
+        ] = "demo",
         system: Annotated[
             str | None, typer.Option(help="kam or abm (default: the preset's).")
         ] = None,

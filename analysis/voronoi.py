@@ -10,8 +10,9 @@ N = 2000 frame on the development machine, which alone breaks the 20 ms budget f
 2. the padded set is triangulated; every triangle with at least one real vertex is kept;
 3. *validation*: a kept triangle is a true triangle of the infinite periodic Delaunay
    triangulation if its circumcircle lies inside the padded region [-w, L + w)² (then it is
-   empty of every periodic image). If any circumcircle pokes out, ``w`` is doubled and the
-   triangulation redone, so the result never depends on a lucky skin;
+   empty of every periodic image). If any circumcircle pokes out, ``w`` is grown to what the
+   widest one needs (at least ×1.25) and the triangulation redone, so the result never
+   depends on a lucky skin;
 4. the Voronoi cell of real particle p is the union of the kites (p, mid(pq), c_t, mid(pr)) of
    the triangles t = (p, q, r) around it (c_t the circumcentre); with signed kite areas this is
    exact for obtuse triangles too. Neighbours are the Delaunay edges (dual of Voronoi edges).
@@ -80,11 +81,11 @@ class PeriodicVoronoi:
     Parameters
     ----------
     skin_factor:
-        initial ghost-skin width in mean inter-particle spacings (1/sqrt(rho)); it is doubled
+        initial ghost-skin width in mean inter-particle spacings (1/sqrt(rho)); it is grown
         automatically until every circumcircle is inside the padded region.
     """
 
-    def __init__(self, skin_factor: float = 2.0) -> None:
+    def __init__(self, skin_factor: float = 2.5) -> None:
         if not skin_factor > 0:
             raise ValueError(f"skin_factor must be > 0, got {skin_factor}")
         self.skin_factor = float(skin_factor)
@@ -100,10 +101,10 @@ class PeriodicVoronoi:
         spacing = float(np.sqrt(lengths.prod() / n))
         skin = self.skin_factor * spacing
         while True:
-            result = _triangulate(pos, lengths, skin)
+            result, needed = _triangulate(pos, lengths, skin)
             if result is not None:
                 break
-            skin *= 2.0
+            skin = max(1.05 * needed, 1.25 * skin)
             if skin > 4 * lengths.max():
                 raise RuntimeError(
                     "periodic Delaunay did not validate even with a skin of 4 box lengths "
@@ -191,62 +192,64 @@ def _triangulate(pos: np.ndarray, lengths: np.ndarray, skin: float):
     pts, orig = _ghosts(pos, lengths, skin)
     tri = Delaunay(pts, qhull_options="Qbb Qz Q12").simplices
     tri = tri[(tri < n).any(axis=1)]
-    p0, p1, p2 = pts[tri[:, 0]], pts[tri[:, 1]], pts[tri[:, 2]]
-    a = p1 - p0
-    b = p2 - p0
-    cross = a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
+    # column-wise 1D gathers (2D row gathers are much slower in numpy)
+    px = np.ascontiguousarray(pts[:, 0])
+    py = np.ascontiguousarray(pts[:, 1])
+    t0, t1, t2 = (np.ascontiguousarray(tri[:, k]) for k in range(3))
+    x0, y0 = px[t0], py[t0]
+    ax, ay = px[t1] - x0, py[t1] - y0
+    bx, by = px[t2] - x0, py[t2] - y0
+    cross = ax * by - ay * bx
     # circumcentre relative to p0
-    a2 = (a * a).sum(1)
-    b2 = (b * b).sum(1)
+    a2 = ax * ax + ay * ay
+    b2 = bx * bx + by * by
     with np.errstate(divide="ignore", invalid="ignore"):
         inv = 0.5 / cross
-        cx = (b[:, 1] * a2 - a[:, 1] * b2) * inv
-        cy = (a[:, 0] * b2 - b[:, 0] * a2) * inv
-    radius = np.hypot(cx, cy)
-    ccx = p0[:, 0] + cx
-    ccy = p0[:, 1] + cy
-    inside = (
-        np.isfinite(radius)
-        & (ccx - radius >= -skin)
-        & (ccx + radius <= lengths[0] + skin)
-        & (ccy - radius >= -skin)
-        & (ccy + radius <= lengths[1] + skin)
+        cx = (by * a2 - ay * b2) * inv
+        cy = (ax * b2 - bx * a2) * inv
+    radius = np.sqrt(cx * cx + cy * cy)
+    ccx = x0 + cx
+    ccy = y0 + cy
+    # how far each circumcircle reaches outside the box: must stay within the skin
+    reach = np.maximum(
+        np.maximum(radius - ccx, ccx + radius - lengths[0]),
+        np.maximum(radius - ccy, ccy + radius - lengths[1]),
     )
-    if not inside.all():
-        return None
+    if not np.all(np.isfinite(reach)):
+        return None, 2.0 * skin
+    needed = float(reach.max())
+    if needed > skin:
+        return None, needed
     # counter-clockwise orientation
     flip = cross < 0
-    tri[flip] = tri[flip][:, [0, 2, 1]]
-    cc = np.stack([ccx, ccy], axis=1)
+    t1, t2 = np.where(flip, t2, t1), np.where(flip, t1, t2)
     # one row per (real vertex, triangle): rotate so the centre is first
-    rows = []
-    for k in range(3):
-        rows.append((tri[:, k], tri[:, (k + 1) % 3], tri[:, (k + 2) % 3]))
-    c = np.concatenate([r[0] for r in rows])
-    lft = np.concatenate([r[1] for r in rows])
-    rgt = np.concatenate([r[2] for r in rows])
+    c = np.concatenate([t0, t1, t2])
+    lft = np.concatenate([t1, t2, t0])
+    rgt = np.concatenate([t2, t0, t1])
+    ccx3 = np.concatenate([ccx, ccx, ccx])
+    ccy3 = np.concatenate([ccy, ccy, ccy])
     real = c < n
-    c, lft, rgt = c[real], lft[real], rgt[real]
-    ccs = np.concatenate([cc, cc, cc])[real]
-    po = pts[c]
-    vl = pts[lft] - po
-    vr = pts[rgt] - po
-    vc = ccs - po
+    order = np.argsort(np.where(real, c, n), kind="stable")[: int(real.sum())]
+    c, lft, rgt = c[order], lft[order], rgt[order]
+    ox, oy = px[c], py[c]
+    vl = np.stack([px[lft] - ox, py[lft] - oy], axis=1)
+    vr = np.stack([px[rgt] - ox, py[rgt] - oy], axis=1)
+    vc = np.stack([ccx3[order] - ox, ccy3[order] - oy], axis=1)
     # signed kite area (o, mid(o,l), cc, mid(o,r)) = 1/4 [cross(vl, vc) + cross(vc, vr)]
     kite = 0.25 * (
         vl[:, 0] * vc[:, 1] - vl[:, 1] * vc[:, 0] + vc[:, 0] * vr[:, 1] - vc[:, 1] * vr[:, 0]
     )
     volumes = np.bincount(c, weights=kite, minlength=n)
-    order = np.argsort(c, kind="stable")
     fan = Fan(
-        center=c[order],
-        left=orig[lft[order]],
-        right=orig[rgt[order]],
-        vec_left=vl[order],
-        vec_right=vr[order],
-        vec_circum=vc[order],
+        center=c,
+        left=orig[lft],
+        right=orig[rgt],
+        vec_left=vl,
+        vec_right=vr,
+        vec_circum=vc,
     )
-    return volumes, fan
+    return (volumes, fan), needed
 
 
 def voronoi_volumes(positions: np.ndarray, box: np.ndarray) -> np.ndarray:

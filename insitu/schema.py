@@ -418,3 +418,84 @@ def open_indicators_store(
             raise SchemaError(f"{where}: missing group '{cls}'")
         _check_arrays(root[cls], INDICATOR_CLASS_ARRAYS, sizes, where)
     return root
+
+
+# ============================================================================================
+# gradcam.zarr (glasscam.gradcam/1) -- Grad-CAM maps and particle scores, written by
+# `glasscam gradcam` (analysis.gradcam). Section owned by the CNN/Grad-CAM stage.
+#
+#     liquid/, glass/                one group per class of the *sample* (true label), each with
+#         cam           f4 [S, M, M] Grad-CAM map L^C = ReLU(sum_m w_m A^m) of the target class
+#                                    (C = glass unless parameters say otherwise), last conv layer
+#         gamma         f4 [S, N]    particle score Gamma_i = G^-1(L^C) (bare: not coarse-grained,
+#                                    not normalised; the correlate stage does both)
+#         logits        f4 [S, 2]    network output y (before softmax), CLASSES order
+#         correct       b1 [S]       predicted class == true class; False = misclassified (the
+#                                    paper's footnote 2: leave out of per-sample distributions)
+#         done          b1 [S]       set last; only samples of the chosen split are ever done
+#
+# Indexed by the sample index of samples.zarr (S = its nsamples), one chunk per sample.
+# Root attrs: ``schema``; ``parameters`` (samples store, model folder, split, target class,
+# layer, gridization kernel, nsamples, natoms, grid: a resumed run must match them);
+# ``versions``; ``model`` (provenance: checkpoint path and sha256, epochs trained, model and
+# training configuration, test accuracy; informational, not compared).
+# ============================================================================================
+
+GRADCAM_SCHEMA = "glasscam.gradcam/1"
+GRADCAM_CLASS_ARRAYS: tuple[ArraySpec, ...] = (
+    ArraySpec("cam", ("S", "M", "M"), "float32", float("nan"), _S),
+    ArraySpec("gamma", ("S", "N"), "float32", float("nan"), _S),
+    ArraySpec("logits", ("S", "K"), "float32", float("nan"), _S),
+    ArraySpec("correct", ("S",), "bool", False, _S),
+    ArraySpec("done", ("S",), "bool", False, _S),
+)
+
+
+def gradcam_sizes(params: Mapping[str, Any]) -> dict[str, int]:
+    try:
+        return {
+            "S": int(params["nsamples"]),
+            "N": int(params["natoms"]),
+            "M": int(params["grid"]),
+            "K": len(CLASSES),
+        }
+    except KeyError as err:
+        raise SchemaError(f"gradcam parameters lack field {err.args[0]!r}") from None
+
+
+def create_gradcam_store(
+    path: str | os.PathLike, params: Mapping[str, Any], model: Mapping[str, Any] | None = None
+):
+    """Create an empty gradcam store (one process only) and return its root group."""
+    import zarr
+
+    sizes = gradcam_sizes(params)
+    root = zarr.open_group(os.fspath(path), mode="w-", zarr_format=3)
+    for cls in CLASSES:
+        _create_arrays(root.create_group(cls), GRADCAM_CLASS_ARRAYS, sizes)
+    root.attrs.update(
+        {
+            "parameters": jsonable(params),
+            "versions": versions(),
+            "model": jsonable(model or {}),
+            "schema": GRADCAM_SCHEMA,
+        }
+    )
+    return root
+
+
+def open_gradcam_store(
+    path: str | os.PathLike, mode: str = "r", expect: Mapping[str, Any] | None = None
+):
+    """Open and validate a gradcam store; with ``expect``, check its parameters match."""
+    where = os.fspath(path)
+    root = _open_root(where, mode, GRADCAM_SCHEMA)
+    params = dict(root.attrs["parameters"])
+    if expect is not None:
+        check_parameters(params, expect, where)
+    sizes = gradcam_sizes(params)
+    for cls in CLASSES:
+        if cls not in root:
+            raise SchemaError(f"{where}: missing group '{cls}'")
+        _check_arrays(root[cls], GRADCAM_CLASS_ARRAYS, sizes, where)
+    return root

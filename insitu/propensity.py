@@ -109,7 +109,7 @@ def parse_parameters(kw: dict[str, str]) -> dict[str, Any]:
         "first": num("first", int, 1),
         "dt": num("dt", float, 0.005),
         "seed": num("seed", int, 1),
-        "tdamp": num("tdamp", float, 100.0),
+        "tdamp": num("tdamp", float, 0.5),
         "cage": str(kw.get("cage", "voronoi")),
         "cage_factor": num("cage_factor", float, K.DEFAULT_CUTOFF_FACTOR),
         "out": os.path.abspath(kw["out"]),
@@ -236,9 +236,12 @@ class _Run:
     seeds: np.ndarray
     acc: K.PropensityAccumulator | None = None  # on partition roots
     store: Any = None  # on partition roots
+    crd_array: Any = None  # store["crd"], opened once (a group lookup re-reads metadata)
     replica: int = -1
     ran: list[int] = field(default_factory=list)
     timing: dict[str, float] = field(default_factory=lambda: {"md": 0.0, "crd": 0.0, "steps": 0})
+    t0: float = field(default_factory=time.perf_counter)  # end of setup on this rank
+    baseline: bool = False  # a replica ran with "observe no" (benchmark): nothing to write
 
     @property
     def is_root(self) -> bool:
@@ -292,7 +295,7 @@ def _init_store(p: dict[str, Any], ref: dict[str, np.ndarray], steps: np.ndarray
                 "cage": cage_definition(p),
                 "replica_seeds": seeds.tolist(),
                 "velocity": "velocity all create T seed dist gaussian mom yes rot no loop geom",
-                "thermostat": f"nvt (Nose-Hoover), Tdamp = {p['tdamp']:g} dt",
+                "thermostat": f"nvt (Nose-Hoover), Tdamp = {p['tdamp']:g}",
             }
         )
     done = np.asarray(store["done"][:], dtype=bool)
@@ -362,6 +365,7 @@ def setup(lmp, step: int, **kw: str) -> None:
     if run.is_root:
         run.acc = root_state.get("acc") or K.PropensityAccumulator(len(run.steps), cage.n)
         run.store = root_state.get("store") or open_propensity_store(p["out"], mode="r+")
+        run.crd_array = run.store["crd"]
     _RUN = run
 
 
@@ -447,6 +451,7 @@ def run_replica(lmp, step: int, **kw: str) -> None:
             _log(f"replica {s} (no observation): {run.p['nsteps']} steps in {wall:.3f} s")
             run.timing["md"] += wall
             run.timing["steps"] += run.p["nsteps"]
+        run.baseline = True
         return
     ref0 = gather_unwrapped(lmp, run.part)
     if run.is_root:
@@ -461,7 +466,7 @@ def run_replica(lmp, step: int, **kw: str) -> None:
         pos = gather_unwrapped(lmp, run.part)
         if run.is_root:
             c = K.crd_from_positions(pos, ref0, run.cage).astype(np.float32)
-            run.store["crd"][s, k, :] = c
+            run.crd_array[s, k, :] = c
             run.acc.add(k, c)
         crd_time += time.perf_counter() - t1
     if run.is_root:
@@ -485,10 +490,14 @@ def finish(lmp, step: int, **kw: str) -> None:
     urank0 = run.universe.Get_rank() == 0
     sums = counts = None
     if run.is_root:
-        sums = np.empty_like(run.acc.sum) if urank0 else None
-        counts = np.empty_like(run.acc.count) if urank0 else None
-        run.roots.Reduce(run.acc.sum, sums, op=MPI.SUM, root=0)
-        run.roots.Reduce(run.acc.count, counts, op=MPI.SUM, root=0)
+        # in place on universe rank 0: no second K x N buffer
+        if urank0:
+            run.roots.Reduce(MPI.IN_PLACE, run.acc.sum, op=MPI.SUM, root=0)
+            run.roots.Reduce(MPI.IN_PLACE, run.acc.count, op=MPI.SUM, root=0)
+            sums, counts = run.acc.sum, run.acc.count
+        else:
+            run.roots.Reduce(run.acc.sum, None, op=MPI.SUM, root=0)
+            run.roots.Reduce(run.acc.count, None, op=MPI.SUM, root=0)
 
     def write() -> None:
         done = np.asarray(run.store["done"][:], dtype=bool)
@@ -503,7 +512,17 @@ def finish(lmp, step: int, **kw: str) -> None:
         run.store["delta"][...] = delta
         _log(f"wrote propensity and delta of {run.p['nreplicas']} replicas to {run.p['out']}")
 
-    parallel.on_root(run.universe, write)
+    if run.universe.allreduce(run.baseline, op=MPI.LOR):
+        if run.universe.Get_rank() == 0:
+            _log("observe no (benchmark baseline): no propensity written")
+    else:
+        parallel.on_root(run.universe, write)
+    import resource
+
+    wall = run.universe.reduce(time.perf_counter() - run.t0, op=MPI.MAX, root=0)
+    rss = run.universe.reduce(
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, op=MPI.MAX, root=0
+    )
     tot = run.universe.reduce(
         np.array([run.timing["md"], run.timing["crd"], run.timing["steps"]])
         if run.is_root
@@ -511,10 +530,12 @@ def finish(lmp, step: int, **kw: str) -> None:
         op=MPI.SUM,
         root=0,
     )
-    if run.universe.Get_rank() == 0 and tot[2] > 0:
+    if run.universe.Get_rank() == 0:
+        rate = tot[2] / wall if wall > 0 else 0.0
         _log(
-            f"timing: {int(tot[2])} replica-steps, MD {tot[0]:.3f} s, CRD {tot[1]:.3f} s "
-            f"(summed over partitions)"
+            f"timing: {int(tot[2])} replica-steps in {wall:.3f} s wall ({rate:.1f} replica-steps/s)"
+            f"; summed over partitions: MD {tot[0]:.3f} s, CRD+write {tot[1]:.3f} s"
+            f"; peak RSS per rank {rss / 1024:.1f} MiB"
         )
     run.universe.Barrier()
     run.queue.free()

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import csv
 import os
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import combinations
@@ -53,7 +54,6 @@ FLIP: dict[str, dict[str, bool]] = {
     "kam": {"gamma": True, "voronoi": False, "ttop": True},
     "abm": {"gamma": True, "voronoi": True, "ttop": False},
 }
-GRADCAM_FIELDS = ("gamma", "particle", "particle_scores", "scores")
 
 
 class CorrelateInputError(ValueError):
@@ -162,25 +162,15 @@ def open_inputs(run: str | os.PathLike, system: str | None = None) -> RunInputs:
     gpath = run / "gradcam.zarr"
     gradcam, gfield = None, None
     if gpath.exists():
-        import zarr
+        from insitu.schema import open_gradcam_store
 
-        gradcam = zarr.open_group(gpath, mode="r")
-        for name in GRADCAM_FIELDS:
-            if "glass" in gradcam and name in gradcam["glass"]:
-                gfield = name
-                break
-        if gfield is None:
+        gradcam = open_gradcam_store(gpath)
+        gfield = "gamma"
+        gn = int(dict(gradcam.attrs["parameters"])["natoms"])
+        if gn != natoms:
             raise CorrelateInputError(
-                f"{gpath}: no per-particle Grad-CAM field 'glass/<name>' with name in "
-                f"{list(GRADCAM_FIELDS)}"
+                f"{gpath}: parameter 'natoms' is {gn}, but {spath} has N = {natoms}"
             )
-        for cls in ("liquid", "glass"):
-            shape = gradcam[f"{cls}/{gfield}"].shape
-            if shape[-1] != natoms:
-                raise CorrelateInputError(
-                    f"{gpath}: field '{cls}/{gfield}' has N = {shape[-1]}, but {spath} has "
-                    f"N = {natoms}"
-                )
     props = sorted(run.glob("propensity*.zarr"))
     return RunInputs(
         run, samples, spath, indicators, ipath, str(system), natoms,
@@ -353,6 +343,34 @@ def ensemble_table(store, where, pos, box, pairs, delta, ks, xi_d, temp, opts) -
 # per-sample analysis (Figs 6, 8)
 
 
+def usable_samples(inp: RunInputs, cls: str, sel: np.ndarray, split: str, echo) -> np.ndarray:
+    """Samples of ``sel`` with indicators done and, with Grad-CAM, Γ done and classified
+    correctly (paper footnote 2: misclassified samples are left out)."""
+    keep = np.asarray(inp.indicators[f"{cls}/done"][:], dtype=bool)[sel]
+    if not keep.all():
+        raise CorrelateInputError(
+            f"{inp.indicators_path}: field '{cls}/done' is False for samples "
+            f"{sel[~keep][:10].tolist()} of split {split!r}; run `glasscam indicators`"
+        )
+    if inp.gradcam is not None:
+        gdone = np.asarray(inp.gradcam[f"{cls}/done"][:], dtype=bool)[sel]
+        if not gdone.any():
+            raise CorrelateInputError(
+                f"{inp.gradcam_path}: field '{cls}/done' is False for every sample of split "
+                f"{split!r}; run `glasscam gradcam --split {split}`"
+            )
+        if not gdone.all():
+            echo(f"correlate: {int((~gdone).sum())} {cls} samples of split {split!r} have no "
+                 f"Grad-CAM score ({inp.gradcam_path}) and are left out")
+        correct = np.asarray(inp.gradcam[f"{cls}/correct"][:], dtype=bool)[sel]
+        wrong = gdone & ~correct
+        if wrong.any():
+            echo(f"correlate: {int(wrong.sum())} misclassified {cls} samples left out "
+                 f"({sel[wrong][:10].tolist()})")
+        sel = sel[gdone & correct]
+    return sel
+
+
 def analyse_samples(inp: RunInputs, opts: CorrelateOptions, echo=print) -> dict[str, list]:
     from analysis.indicators import select_samples
 
@@ -364,6 +382,7 @@ def analyse_samples(inp: RunInputs, opts: CorrelateOptions, echo=print) -> dict[
                 f"{inp.samples_path}: no done '{cls}' samples in split {opts.split!r} "
                 "(fields 'done', 'split')"
             )
+        sel = usable_samples(inp, cls, sel, opts.split, echo)
         if opts.max_samples is not None:
             sel = sel[: opts.max_samples]
         curves: dict[str, list[np.ndarray]] = {}
@@ -397,9 +416,11 @@ def analyse_samples(inp: RunInputs, opts: CorrelateOptions, echo=print) -> dict[
         for n, cs in curves.items():
             m = min(len(c) for c in cs)
             arr = np.stack([c[:m] for c in cs])
-            mean = np.nanmean(arr, axis=0)
-            sem = (np.nanstd(arr, axis=0, ddof=1) / np.sqrt(len(arr))
-                   if len(arr) > 1 else np.full(m, np.nan))
+            with warnings.catch_warnings():  # empty bins (r below contact) are NaN
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean = np.nanmean(arr, axis=0)
+                sem = (np.nanstd(arr, axis=0, ddof=1) / np.sqrt(len(arr))
+                       if len(arr) > 1 else np.full(m, np.nan))
             for r, c, e in zip(r_axis[:m], mean, sem, strict=True):
                 rows["f8"].append([cls, SYMBOLS[n], r, c, e, len(arr)])
             rows["f8x"].append([cls, SYMBOLS[n], zero_crossing(r_axis[:m], mean),

@@ -115,15 +115,20 @@ def test_scan_xi_finds_the_generating_length_and_flip():
 # `glasscam correlate` end to end on a small synthetic run folder
 
 
-def make_run(tmp_path, n_side=20, nsamples=6, system="kam", nreplicas=9, noutputs=6):
+def make_run(tmp_path, n_side=20, nsamples=6, system="kam", nreplicas=9, noutputs=6,
+             gradcam_n=None):
     import zarr
 
     from analysis.coarse_grain import coarse_grain
     from analysis.indicators import run_indicators
-    from insitu.schema import create_propensity_store, create_samples_store
+    from insitu.schema import (
+        create_gradcam_store,
+        create_propensity_store,
+        create_samples_store,
+    )
 
     run = tmp_path / "run"
-    run.mkdir()
+    run.mkdir(parents=True)
     n = n_side * n_side
     length = np.sqrt(n / 1.2)
     box = np.array([length, length])
@@ -144,13 +149,19 @@ def make_run(tmp_path, n_side=20, nsamples=6, system="kam", nreplicas=9, noutput
                    echo=lambda s: None)
     # Grad-CAM stand-in: a smooth field anti-correlated with the Voronoi volume
     ind = zarr.open_group(run / "indicators.zarr", mode="r")
-    gc = zarr.open_group(run / "gradcam.zarr", mode="w")
+    gc = create_gradcam_store(
+        run / "gradcam.zarr", {"nsamples": nsamples, "natoms": gradcam_n or n, "grid": 8}
+    )
     for cls in ("liquid", "glass"):
+        if gradcam_n is not None:
+            continue
         gam = np.stack([
             -coarse_grain(ind[f"{cls}/voronoi"][s], root[f"{cls}/positions"][s], box, 1.0)
             for s in range(nsamples)
         ])
-        gc.create_array(f"{cls}/gamma", data=gam)
+        gc[f"{cls}/gamma"][:] = gam
+        gc[f"{cls}/correct"][:] = True
+        gc[f"{cls}/done"][:] = True
     # propensity of glass sample 0: grows with time, follows the coarse-grained volume
     pos0 = np.asarray(root["glass/positions"][0], dtype=np.float64)
     vol = np.asarray(ind["glass/voronoi"][0])
@@ -239,12 +250,18 @@ def test_correlate_bad_inputs(tmp_path):
     with pytest.raises(CorrelateInputError, match="no done 'glass' samples in split 'test'"):
         run_correlate(run, CorrelateOptions(xi_grid=(0.0, 1.0), split="test"),
                       echo=lambda s: None)
-    # mismatched N between stores
+    # a misclassified sample is left out of the per-sample statistics
     g = zarr.open_group(run / "gradcam.zarr", mode="r+")
-    del g["glass/gamma"]
-    g.create_array("glass/gamma", data=np.zeros((3, 10)))
-    with pytest.raises(CorrelateInputError, match=r"gradcam\.zarr.*glass/gamma.*N = 10"):
-        run_correlate(run, opts, echo=lambda s: None)
+    g["liquid/correct"][0] = False
+    notes = []
+    run_correlate(run, opts, echo=notes.append)
+    assert any("misclassified liquid" in n for n in notes)
+    s2 = read_csv(run / "tables" / "tableS2_pairs_summary.csv")
+    assert {int(r["samples"]) for r in s2 if r["class"] == "liquid"} == {2}
+    # mismatched N between stores
+    other = make_run(tmp_path / "other", nsamples=3, gradcam_n=10)
+    with pytest.raises(CorrelateInputError, match=r"gradcam\.zarr.*'natoms' is 10"):
+        run_correlate(other, opts, echo=lambda s: None)
     # missing store
     import shutil
 

@@ -42,7 +42,8 @@ What each hook does:
   the glass snapshot the whole sample (both classes + cooling record) is written, ``done`` last
   (:class:`insitu.store.SampleWriter`).
 * ``finish`` (collective over the universe): frees the queue.
-* ``frame`` (fix, benchmark stress path): gridize + write a frame to a scratch store.
+* ``frame`` (fix, benchmark stress path): gather a frame every ``framestride`` steps; a
+  background thread gridizes and writes it (:class:`~insitu.store.FrameWriter`).
 
 Every hook rejects unknown keywords with an error that names the keyword and the hook.
 """
@@ -245,7 +246,11 @@ def setup(lmp, step: int, **kw: str) -> None:
         parallel.on_root(
             uni,
             lambda: FrameWriter.create(
-                frames_path, params["nsamples"] * per_sample, params["channels"], params["grid"]
+                frames_path,
+                params["nsamples"] * per_sample,
+                params["channels"],
+                params["grid"],
+                framestride,
             ),
         )
     queue = parallel.WorkQueue(uni, todo)
@@ -254,7 +259,11 @@ def setup(lmp, step: int, **kw: str) -> None:
     _STATE = _State(params=params, out=out, queue=queue, writer=writer, todo=len(todo))
     if framestride > 0:
         _STATE.framestride = framestride
-        _STATE.frames = FrameWriter(frames_path) if root else None
+        _STATE.frames = (
+            FrameWriter(frames_path, params["grid"], params["channels"], params["kernel"])
+            if root
+            else None
+        )
     if uni.Get_rank() == 0:
         done = params["nsamples"] - len(todo)
         print(
@@ -412,22 +421,19 @@ def snapshot(lmp, step: int, **kw: str) -> None:
 
 
 def frame(lmp, step: int, **kw: str) -> None:
-    """Benchmark stress path: gridize the current frame and write it (one chunk) every call."""
+    """Benchmark stress path: gather the frame; a background thread gridizes and writes it."""
     _unknown(kw, (), "frame")
     st = _state("frame")
     if st.framestride <= 0:
         raise RuntimeError("insitu.quench:frame: setup was not given framestride > 0")
     p = st.params
-    positions, types, box = gather_frame(lmp)
+    positions, types, box = gather_frame(lmp)  # collective
     if not _is_root(lmp) or st.sample < 0 or step % st.framestride:
         return
-    image = _gridize.gridize(
-        positions, types, box, grid=p["grid"], channels=p["channels"], kernel=p["kernel"]
-    )
     per_sample = (p["nliquid"] + p["nglass"]) // st.framestride + 1
     index = st.sample * per_sample + min(step // st.framestride, per_sample - 1)
     assert st.frames is not None
-    st.frames.write(index, step, image)
+    st.frames.submit(index, positions, types, box)
 
 
 def finish(lmp, step: int, **kw: str) -> None:
@@ -436,6 +442,8 @@ def finish(lmp, step: int, **kw: str) -> None:
     _unknown(kw, (), "finish")
     st = _state("finish")
     st.queue.free()
+    if st.frames is not None:
+        st.frames.close()
     uni = parallel.universe()
     total = uni.allreduce(st.written if _is_root(lmp) else 0)
     if uni.Get_rank() == 0:

@@ -111,18 +111,34 @@ class SampleWriter:
 
 
 class FrameWriter:
-    """Stress path of the benchmark: gridized frames, one chunk per frame, in a scratch store."""
+    """Stress path of the benchmark: gridized frames, one chunk per frame, in a scratch store.
 
-    def __init__(self, path: str | os.PathLike):
+    Asynchronous: :meth:`submit` hands a gathered frame (positions, types, box) to one
+    background thread that gridizes it and writes its chunk, so the MD loop only pays for the
+    gather. The thread runs while LAMMPS computes (the plugin holds the GIL only during hook
+    calls). Frames are written in submission order; at most ``backlog`` wait (then ``submit``
+    blocks: back-pressure instead of unbounded memory). :meth:`close` drains the queue and
+    re-raises the first error of the thread; an error is also re-raised by the next ``submit``.
+    """
+
+    def __init__(self, path: str | os.PathLike, grid: int, channels: int, kernel: str,
+                 backlog: int = 64):
+        import queue
+        import threading
+
         import zarr
 
         self.path = os.fspath(path)
-        root = zarr.open_group(self.path, mode="r+")
-        self.image = root["image"]
-        self.step = root["step"]
+        self.image = zarr.open_group(self.path, mode="r+")["image"]
+        self.grid, self.channels, self.kernel = grid, channels, kernel
+        self._queue: queue.Queue = queue.Queue(maxsize=backlog)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="glasscam-frames", daemon=True)
+        self._thread.start()
 
     @staticmethod
-    def create(path: str | os.PathLike, nframes: int, channels: int, grid: int) -> None:
+    def create(path: str | os.PathLike, nframes: int, channels: int, grid: int,
+               stride: int) -> None:
         import zarr
 
         root = zarr.open_group(os.fspath(path), mode="w", zarr_format=3)
@@ -133,12 +149,38 @@ class FrameWriter:
             dtype="float32",
             fill_value=0.0,
         )
-        root.create_array("step", shape=(nframes,), chunks=(1,), dtype="int64", fill_value=-1)
-        root.attrs["schema"] = "glasscam.frames/scratch"
+        root.attrs.update({"schema": "glasscam.frames/scratch", "stride": int(stride)})
 
-    def write(self, index: int, step: int, image: np.ndarray) -> None:
-        self.image[index] = image
-        self.step[index] = step
+    def _work(self) -> None:
+        from .gridize import gridize
+
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is not None:
+                continue
+            index, positions, types, box = item
+            try:
+                self.image[index] = gridize(positions, types, box, grid=self.grid,
+                                            channels=self.channels, kernel=self.kernel)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                self._error = exc
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise RuntimeError(f"{self.path}: writing a frame failed: {self._error!r}")
+
+    def submit(self, index: int, positions: np.ndarray, types: np.ndarray,
+               box: np.ndarray) -> None:
+        self._raise()
+        self._queue.put((index, positions, types, box))
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        self._raise()
 
 
 def sample_seeds(base_seed: int, indices: Sequence[int]) -> np.ndarray:

@@ -253,6 +253,18 @@ def test_sigkill_then_resume_finishes_only_the_missing_samples(reference, tmp_pa
         assert sample_files(out, i) == before[i], f"sample {i} was rewritten"
 
 
+def test_stress_path_writes_every_frame(tmp_path):
+    out, frames = tmp_path / "samples.zarr", tmp_path / "frames.zarr"
+    run_lammps(KAM, {"out": out, "frames": frames, "framestride": 100, "nsamples": 2, **FAST},
+               cwd=tmp_path)
+    import zarr
+
+    image = zarr.open_group(frames, mode="r")["image"][:]
+    per_sample = 3950 // 100 + 1
+    assert image.shape == (2 * per_sample, 2, 16, 16)
+    np.testing.assert_allclose(image.sum(axis=(2, 3)), [[130, 70]] * len(image), rtol=1e-5)
+
+
 # ----------------------------------------------------------------------------------------------
 # bad input: LAMMPS stops, names the problem, the store is untouched
 

@@ -1,0 +1,184 @@
+"""Training: determinism, kill/resume, safe checkpoints, metrics.json, store errors, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import zarr
+from typer.testing import CliRunner
+
+from analysis.cli import app
+from analysis.data import SplitImages, synthetic_samples_store
+from analysis.train import CHECKPOINT, METRICS, TrainConfig, load_checkpoint, train
+from insitu.schema import SPLITS, SchemaError
+
+REPO = Path(__file__).resolve().parents[1]
+GRID = 16
+FAST = dict(batch_size=8, threads=2)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    path = tmp_path_factory.mktemp("train") / "samples.zarr"
+    synthetic_samples_store(path, nsamples=24, natoms=64, grid=GRID, seed=5)
+    return path
+
+
+def _weights(out: Path) -> dict[str, torch.Tensor]:
+    return torch.load(out / CHECKPOINT, weights_only=True)["model"]
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def reference_run(store, tmp_path_factory):
+    out = tmp_path_factory.mktemp("train") / "ref"
+    metrics = train(store, out, TrainConfig(epochs=3, seed=7, **FAST))
+    return out, metrics
+
+
+def test_training_is_deterministic_for_a_fixed_seed(store, reference_run, tmp_path):
+    ref, _ = reference_run
+    again = tmp_path / "again"
+    train(store, again, TrainConfig(epochs=3, seed=7, **FAST))
+    assert _same(_weights(ref), _weights(again))
+    other = tmp_path / "other"
+    train(store, other, TrainConfig(epochs=1, seed=8, **FAST))
+    first = tmp_path / "first"
+    train(store, first, TrainConfig(epochs=1, seed=7, **FAST))
+    assert not _same(_weights(other), _weights(first))
+
+
+def test_killed_after_epoch_k_and_resumed_gives_the_same_weights(store, reference_run, tmp_path):
+    ref, ref_metrics = reference_run
+    out = tmp_path / "resumed"
+    partial = train(store, out, TrainConfig(epochs=3, seed=7, **FAST), stop_after_epoch=1)
+    assert partial["complete"] is False and partial["epochs_run"] == 1
+    assert not (out / METRICS).exists()
+    assert torch.load(out / CHECKPOINT, weights_only=True)["epoch"] == 1
+    metrics = train(store, out, TrainConfig(epochs=3, seed=7, **FAST))
+    assert _same(_weights(ref), _weights(out))
+    for a, b in zip(metrics["history"], ref_metrics["history"], strict=True):
+        assert a["train_loss"] == b["train_loss"] and a["val_loss"] == b["val_loss"]
+    # a completed run re-run does no more epochs
+    again = train(store, out, TrainConfig(epochs=3, seed=7, **FAST))
+    assert again["epochs_run"] == 3 and _same(_weights(ref), _weights(out))
+
+
+def test_resume_with_other_settings_is_refused(store, reference_run, tmp_path):
+    ref, _ = reference_run
+    out = tmp_path / "copy"
+    shutil.copytree(ref, out)
+    with pytest.raises(SchemaError, match=r"checkpoint\.pt.*train_config\.lr"):
+        train(store, out, TrainConfig(epochs=4, seed=7, lr=1e-2, **FAST))
+
+
+def test_checkpoint_loads_weights_only_and_metrics(reference_run):
+    out, metrics = reference_run
+    ckpt = torch.load(out / CHECKPOINT, weights_only=True)
+    assert ckpt["format"] == "glasscam.cnn/1" and ckpt["epoch"] == 3
+    assert load_checkpoint(out)["model_config"]["grid"] == GRID
+    on_disk = json.loads((out / METRICS).read_text())
+    assert on_disk["complete"] and on_disk["device"] == "cpu" and on_disk["epochs_run"] == 3
+    assert [h["epoch"] for h in on_disk["history"]] == [1, 2, 3]
+    for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "samples_per_s",
+                "data_wait_fraction"):
+        assert all(np.isfinite(h[key]) for h in on_disk["history"]), key
+    test = on_disk["test"]
+    conf = np.array(test["confusion_matrix"])
+    assert conf.shape == (2, 2) and conf.sum() == test["n"] == on_disk["n_test"]
+    assert test["classes"] == ["liquid", "glass"]
+    assert test["accuracy"] == pytest.approx(np.trace(conf) / conf.sum())
+    assert set(test["per_class_accuracy"]) == {"liquid", "glass"}
+    assert len(test["misclassified"]) == conf.sum() - np.trace(conf)
+    assert on_disk["misclassified"] == test["misclassified"]
+    assert on_disk["samples_per_s"] > 0 and on_disk["wall_s"] > 0
+    assert metrics["test"] == test
+
+
+def test_accuracy_on_separable_synthetic_classes(tmp_path):
+    path = tmp_path / "s.zarr"
+    synthetic_samples_store(path, nsamples=40, natoms=100, grid=GRID, seed=11)
+    metrics = train(path, tmp_path / "m", TrainConfig(epochs=4, seed=0, **FAST))
+    assert metrics["test"]["accuracy"] >= 0.95, metrics["test"]
+
+
+def test_store_errors_name_file_and_field(store, tmp_path):
+    # wrong schema
+    bad = tmp_path / "bad.zarr"
+    shutil.copytree(store, bad)
+    root = zarr.open_group(bad, mode="r+")
+    root.attrs["schema"] = "glasscam.propensity/1"
+    with pytest.raises(SchemaError, match=r"bad\.zarr.*'schema'"):
+        train(bad, tmp_path / "m1", TrainConfig(epochs=1, **FAST))
+    # missing split array
+    nosplit = tmp_path / "nosplit.zarr"
+    shutil.copytree(store, nosplit)
+    shutil.rmtree(nosplit / "split")
+    with pytest.raises(SchemaError, match=r"nosplit\.zarr.*'split'"):
+        train(nosplit, tmp_path / "m2", TrainConfig(epochs=1, **FAST))
+    # a split without any sample
+    notest = tmp_path / "notest.zarr"
+    shutil.copytree(store, notest)
+    root = zarr.open_group(notest, mode="r+")
+    split = np.asarray(root["split"][:])
+    split[split == SPLITS["test"]] = SPLITS["train"]
+    root["split"][:] = split
+    with pytest.raises(SchemaError, match=r"notest\.zarr.*'split'.*'test'"):
+        train(notest, tmp_path / "m3", TrainConfig(epochs=1, **FAST))
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        SplitImages(tmp_path / "nowhere.zarr")
+
+
+def test_batches_stream_the_right_images(store):
+    data = SplitImages(store, "train")
+    root = zarr.open_group(store, mode="r")
+    seen = []
+    loader = data.batches(5, shuffle=True, seed=1, epoch=2, prefetch=2)
+    for batch in loader:
+        for img, c, s in zip(batch.images, batch.classes, batch.samples, strict=True):
+            np.testing.assert_array_equal(img, root[("liquid", "glass")[c]]["image"][s])
+        assert np.array_equal(batch.labels, batch.classes)
+        seen += list(zip(batch.classes.tolist(), batch.samples.tolist(), strict=True))
+    assert sorted(seen) == sorted((c, int(s)) for c in (0, 1) for s in data.samples)
+    assert loader.wait_s >= 0
+    order1 = data.order(True, 1, 2)
+    assert np.array_equal(order1, data.order(True, 1, 2))
+    assert not np.array_equal(order1, data.order(True, 1, 3))
+
+
+def test_cli_train_and_gradcam(store, tmp_path):
+    runner = CliRunner()
+    model = tmp_path / "model"
+    res = runner.invoke(app, ["train", "--samples", str(store), "--out", str(model),
+                              "--epochs", "1", "--batch-size", "8", "--seed", "3",
+                              "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert "test accuracy" in res.output and (model / METRICS).exists()
+    res = runner.invoke(app, ["gradcam", "--samples", str(store), "--model", str(model),
+                              "--out", str(tmp_path / "gradcam.zarr"), "--split", "val"])
+    assert res.exit_code == 0, res.output
+    assert zarr.open_group(tmp_path / "gradcam.zarr", mode="r").attrs["parameters"]["split"] == (
+        "val"
+    )
+    res = runner.invoke(app, ["gradcam", "--samples", str(model), "--model", str(model),
+                              "--out", str(tmp_path / "g2.zarr")])
+    assert res.exit_code == 2 and "error" in res.output
+
+
+def test_help_does_not_import_torch():
+    code = "import sys; from analysis.cli import app; print('torch' in sys.modules)"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         check=True, cwd=REPO)
+    assert out.stdout.strip() == "False"

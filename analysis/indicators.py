@@ -84,20 +84,18 @@ def select_samples(samples_root, cls: str, split: str, where: str) -> np.ndarray
     return np.flatnonzero(mask)
 
 
-def _read_sample(root, cls: str, idx: int, where: str):
-    pos = np.asarray(root[f"{cls}/positions"][idx])
-    typ = np.asarray(root[f"{cls}/types"][idx])
-    box = np.asarray(root[f"{cls}/box"][idx])
+def _check_batch(pos, typ, box, cls: str, idx: np.ndarray, where: str) -> None:
     for name, arr in (("positions", pos), ("box", box)):
-        if not np.all(np.isfinite(arr)):
+        bad = ~np.isfinite(arr).reshape(len(idx), -1).all(axis=1)
+        if bad.any():
             raise IndicatorsInputError(
-                f"{where}: field '{cls}/{name}' of sample {idx} contains NaN or inf"
+                f"{where}: field '{cls}/{name}' of sample {int(idx[bad][0])} contains NaN or inf"
             )
-    if typ.size and (typ.min() < 0 or typ.max() > 1):
+    bad = ((typ < 0) | (typ > 1)).any(axis=1)
+    if bad.any():
         raise IndicatorsInputError(
-            f"{where}: field '{cls}/types' of sample {idx} has types outside {{0, 1}}"
+            f"{where}: field '{cls}/types' of sample {int(idx[bad][0])} has types outside {{0, 1}}"
         )
-    return pos, typ, box
 
 
 def run_batch(
@@ -108,20 +106,31 @@ def run_batch(
     diameters: Sequence[float],
     skin_factor: float = DEFAULT_SKIN,
 ) -> list[int]:
-    """One task: compute and write the samples ``indices`` of class ``cls``; return them."""
+    """One task: compute and write the samples ``indices`` of class ``cls``; return them.
+
+    Reads the batch with one selection per array, writes both fields of every sample, then
+    the batch's ``done`` flags (each sample is its own chunk, owned by this task only).
+    """
     import zarr
 
+    idx = np.asarray(indices, dtype=np.int64)
+    if len(idx) == 0:
+        return []
     src = zarr.open_group(samples_path, mode="r")
     dst = zarr.open_group(out_path, mode="r+")
-    vor_arr, tt_arr, done_arr = dst[f"{cls}/voronoi"], dst[f"{cls}/ttop"], dst[f"{cls}/done"]
-    for idx in indices:
-        idx = int(idx)
-        pos, typ, box = _read_sample(src, cls, idx, samples_path)
-        vol, theta = compute_sample(pos, typ, box, diameters, skin_factor)
-        vor_arr[idx] = vol
-        tt_arr[idx] = theta
-        done_arr[idx] = True  # last
-    return [int(i) for i in indices]
+    sel = (idx,)
+    pos = np.asarray(src[f"{cls}/positions"].get_orthogonal_selection(sel))
+    typ = np.asarray(src[f"{cls}/types"].get_orthogonal_selection(sel))
+    box = np.asarray(src[f"{cls}/box"].get_orthogonal_selection(sel))
+    _check_batch(pos, typ, box, cls, idx, samples_path)
+    vol = np.empty(typ.shape, dtype=np.float64)
+    theta = np.empty(typ.shape, dtype=np.float64)
+    for k in range(len(idx)):
+        vol[k], theta[k] = compute_sample(pos[k], typ[k], box[k], diameters, skin_factor)
+    dst[f"{cls}/voronoi"].set_orthogonal_selection(sel, vol)
+    dst[f"{cls}/ttop"].set_orthogonal_selection(sel, theta)
+    dst[f"{cls}/done"].set_orthogonal_selection(sel, np.ones(len(idx), dtype=bool))  # last
+    return idx.tolist()
 
 
 # --------------------------------------------------------------------------------------------

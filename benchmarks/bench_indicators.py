@@ -176,10 +176,12 @@ def cg_scaling(xi: float = 2.0) -> dict:
 
 def main() -> None:
     result = {
+        "load_average_at_start": list(os.getloadavg()),
         "per_sample_n2000_one_core": per_sample(),
         "coarse_grain_scaling": cg_scaling(),
         "dask_600_samples": dask_speedup(),
     }
+    result["load_average_at_end"] = list(os.getloadavg())
     write_result("indicators", result)
 
 

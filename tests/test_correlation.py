@@ -269,3 +269,21 @@ def test_correlate_bad_inputs(tmp_path):
     with pytest.raises(FileNotFoundError, match="indicators.zarr"):
         run_correlate(run, opts, echo=lambda s: None)
 
+
+
+def test_correlate_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from analysis.cli import app
+
+    run = make_run(tmp_path, nsamples=3)
+    res = CliRunner().invoke(
+        app, ["correlate", "--run", str(run), "--xi-grid", "0,1,2", "--split", "all",
+              "--dr", "0.25"]
+    )
+    assert res.exit_code == 0, res.output
+    assert (run / "tables" / "table5_cmax.csv").exists()
+    res = CliRunner().invoke(app, ["correlate", "--run", str(tmp_path / "nope")])
+    assert res.exit_code == 2 and "does not exist" in " ".join(res.output.split())
+    res = CliRunner().invoke(app, ["correlate", "--run", str(run), "--xi-grid", "a,b"])
+    assert res.exit_code == 2 and "xi-grid" in " ".join(res.output.split())

@@ -253,6 +253,14 @@ def test_sigkill_then_resume_finishes_only_the_missing_samples(reference, tmp_pa
         assert sample_files(out, i) == before[i], f"sample {i} was rewritten"
 
 
+def test_hook_off_runs_the_same_md_without_python(tmp_path):
+    proc = run_lammps(KAM, {"out": tmp_path / "none.zarr", "hook": 0, "nsamples": 2, **FAST},
+                      cwd=tmp_path)
+    assert "insitu: calling" not in proc.stdout and "insitu.quench" not in proc.stdout
+    assert proc.stdout.count("Loop time") == 2 * 4  # minimise, equilibrate, 2 cooling runs
+    assert not (tmp_path / "none.zarr").exists()
+
+
 def test_stress_path_writes_every_frame(tmp_path):
     out, frames = tmp_path / "samples.zarr", tmp_path / "frames.zarr"
     run_lammps(KAM, {"out": out, "frames": frames, "framestride": 100, "nsamples": 2, **FAST},

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from analysis.cnn import GLASS, GRADCAM_LAYER, resolve_device
+from analysis.cnn import GLASS, GRADCAM_LAYER, resolve_device, tune_host_allocator
 from insitu.gridize import inverse_gridize
 from insitu.schema import CLASSES, create_gradcam_store, open_gradcam_store
 
@@ -109,6 +109,7 @@ def run_gradcam(
     if target not in CLASSES:
         raise ValueError(f"unknown target class {target!r}; choose one of {CLASSES}")
     dev = resolve_device(device)
+    tune_host_allocator()
     model, ckpt = load_model(model_dir, dev)
     cfg = model.config
     data = SplitImages(

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from analysis.cnn import CNNConfig, GlassCNN, probabilities, resolve_device
+from analysis.cnn import CNNConfig, GlassCNN, probabilities, resolve_device, tune_host_allocator
 from analysis.data import SplitImages
 from insitu.schema import CLASSES, SchemaError
 
@@ -200,6 +200,7 @@ def train(
     if config.threads:
         torch.set_num_threads(int(config.threads))
     device = resolve_device(config.device)
+    tune_host_allocator()
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 

@@ -115,19 +115,26 @@ class FrameWriter:
 
     Asynchronous: :meth:`submit` hands a gathered frame (positions, types, box) to one
     background thread that gridizes it and writes its chunk, so the MD loop only pays for the
-    gather. The thread runs while LAMMPS computes (the plugin holds the GIL only during hook
-    calls). Frames are written in submission order; at most ``backlog`` wait (then ``submit``
-    blocks: back-pressure instead of unbounded memory). :meth:`close` drains the queue and
-    re-raises the first error of the thread; an error is also re-raised by the next ``submit``.
+    gather. The thread collects up to ``batch`` frames (waiting at most ``linger`` seconds for
+    the next one) and writes consecutive frames with one slice assignment: still one chunk per
+    frame, but zarr's per-call overhead is paid once per batch. The thread runs while LAMMPS
+    computes (the plugin holds the GIL only during hook calls). Frames are written in
+    submission order; at most ``backlog`` wait (then ``submit`` blocks: back-pressure instead
+    of unbounded memory). :meth:`close` drains the queue and re-raises the first error of the
+    thread; an error is also re-raised by the next ``submit``.
     """
 
     def __init__(self, path: str | os.PathLike, grid: int, channels: int, kernel: str,
-                 backlog: int = 64):
+                 backlog: int = 64, batch: int = 16, linger: float = 2.0):
         import queue
+        import sys
         import threading
 
         import zarr
 
+        # the hook (main thread) must not wait long for the GIL while the writer holds it
+        sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
+        self.batch, self.linger = batch, linger
         self.path = os.fspath(path)
         self.image = zarr.open_group(self.path, mode="r+")["image"]
         self.grid, self.channels, self.kernel = grid, channels, kernel
@@ -152,20 +159,39 @@ class FrameWriter:
         root.attrs.update({"schema": "glasscam.frames/scratch", "stride": int(stride)})
 
     def _work(self) -> None:
+        import queue
+
         from .gridize import gridize
 
         while True:
-            item = self._queue.get()
-            if item is None:
+            batch = [self._queue.get()]
+            # take what else is waiting (up to `batch`): one multi-chunk write is much cheaper
+            # than several single-chunk writes (zarr writes the chunks of one call concurrently)
+            while batch[-1] is not None and len(batch) < self.batch:
+                try:
+                    batch.append(self._queue.get(timeout=self.linger))
+                except queue.Empty:
+                    break
+            stop = batch[-1] is None
+            frames = [item for item in batch if item is not None]
+            if frames and self._error is None:
+                try:
+                    images = [gridize(pos, typ, box, grid=self.grid, channels=self.channels,
+                                      kernel=self.kernel) for _, pos, typ, box in frames]
+                    self._write([f[0] for f in frames], images)
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                    self._error = exc
+            if stop:
                 return
-            if self._error is not None:
-                continue
-            index, positions, types, box = item
-            try:
-                self.image[index] = gridize(positions, types, box, grid=self.grid,
-                                            channels=self.channels, kernel=self.kernel)
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                self._error = exc
+
+    def _write(self, indices: list[int], images: list[np.ndarray]) -> None:
+        start = 0
+        while start < len(indices):  # runs of consecutive indices: one slice write each
+            stop = start + 1
+            while stop < len(indices) and indices[stop] == indices[stop - 1] + 1:
+                stop += 1
+            self.image[indices[start]:indices[stop - 1] + 1] = np.stack(images[start:stop])
+            start = stop
 
     def _raise(self) -> None:
         if self._error is not None:

@@ -2,19 +2,18 @@
 
 Everything is measured side by side in one invocation, on the same machine state:
 
-* **hook overhead** (N = 2000, KAM, 1 rank): the quench deck with a shortened ramp
-  (``rate`` 0.04: 19750 cooling steps + ``nequil`` 1000) run as
-  ``off`` (``hook 0``: the same MD, no Python at all), ``production`` (``hook 1``: record every
-  ``nrecord`` = 1000 steps, both snapshots gathered + gridized, the sample written) and
-  ``stress`` (``production`` + gridize and write a 64x64 two-channel frame to Zarr every 100
-  steps). The three are interleaved ``repeats`` times; each repeat gives paired ratios, the
-  result is their median. Three ratios: CPU time of the process tree (robust against other
-  load on the machine; includes the work of the stress path's writer thread), MD loop time
-  (sum of LAMMPS' "Loop time" of the MD runs, which contains the fix callbacks) and process
-  wall time (also contains the snapshot + write of the sample between runs, and the store
-  creation). A short ramp over-weights the per-sample
-  costs (one snapshot pair per 20k steps instead of per 800k): production numbers are bounded
-  by these.
+* **hook overhead** (N = 2000, KAM, 1 rank): the quench deck with a shortened ramp (``rate``
+  0.08: 9875 cooling steps + ``nequil`` 1000 per sample) run as ``off`` (``hook 0``: the same
+  MD, no Python at all), ``production`` (``hook 1``: record every ``nrecord`` = 1000 steps,
+  both snapshots gathered + gridized, the sample written) and ``stress`` (``production`` +
+  gather every 100 steps a frame that a background thread gridizes, 64x64x2, and writes to
+  Zarr). Each case runs with 1 and with 3 samples; the difference is the marginal cost of a
+  sample (steady-state throughput), the rest the once-per-process cost (Python start, imports,
+  store creation), reported apart. Cases are interleaved ``repeats`` times; ratios are medians
+  of paired runs, in wall time, in CPU time of the process tree (robust against other load,
+  and it counts the writer thread's work) and in LAMMPS' MD loop time. A short ramp
+  over-weights the per-sample costs (one snapshot pair per 11k steps instead of per 800k):
+  production ratios are bounded by these.
 * **raw MD steps/s** at N = 2000 with the hook off, on 1 rank and on 2 ranks (one partition).
 * **samples/hour**: the paper protocol (N = 2000, rate 1e-3, nequil 10000) from the measured
   steps/s; the demo preset measured directly (2 partitions x 1 rank).
@@ -22,6 +21,7 @@ Everything is measured side by side in one invocation, on the same machine state
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import resource
@@ -40,8 +40,10 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DECK = REPO / "inputs" / "kam" / "quench.in"
 N = 2000
-SHORT = {"natoms": N, "rate": 0.04, "nequil": 1000, "nrecord": 1000, "nthermo": 100000,
+SHORT = {"natoms": N, "rate": 0.08, "nequil": 1000, "nrecord": 1000, "nthermo": 100000,
          "nsamples": 1, "grid": 64}
+EXTRA_SAMPLES = 2
+SHORT_STEPS = round((4.0 - 0.05) / (SHORT["rate"] * 0.005))  # cooling steps per sample
 STRESS_STRIDE = 100
 LOOP = re.compile(r"Loop time of ([0-9.eE+-]+) on (\d+) procs for (\d+) steps")
 
@@ -57,9 +59,11 @@ def run_deck(variables: dict[str, Any], cwd: Path, np_: int = 1,
     cmd += ["-in", str(DECK)]
     for k, v in variables.items():
         cmd += ["-var", k, str(v)]
+    timing = cwd / "hook_timing.json"
+    env = {**os.environ, "GLASSCAM_QUENCH_TIMING": str(timing)}
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
@@ -77,38 +81,71 @@ def run_deck(variables: dict[str, Any], cwd: Path, np_: int = 1,
                 continue
             loop_s += float(m.group(1))
             steps += int(m.group(3))
-    return {"wall_s": wall, "cpu_s": cpu, "loop_s": loop_s, "steps": steps}
+    hooks = json.loads(timing.read_text()) if timing.exists() else {}
+    in_loop = sum(hooks.get(k, {}).get("seconds", 0.0) for k in ("record", "frame"))
+    between = sum(hooks.get(k, {}).get("seconds", 0.0) for k in ("next", "start", "snapshot"))
+    return {"wall_s": wall, "cpu_s": cpu, "loop_s": loop_s, "steps": steps,
+            "hook_in_loop_s": in_loop, "hook_between_runs_s": between,
+            "hook_setup_s": hooks.get("setup", {}).get("seconds", 0.0),
+            "writer_thread_cpu_s": hooks.get("frames_thread_cpu", {}).get("seconds", 0.0),
+            "frames_drain_s": hooks.get("frames_drain", {}).get("seconds", 0.0)}
 
 
 def overhead(repeats: int, work: Path) -> dict[str, Any]:
+    """Hook off / production / stress, interleaved; marginal cost per sample and fixed cost."""
     cases = {
         "off": {"hook": 0},
         "production": {"hook": 1},
         "stress": {"hook": 1, "framestride": STRESS_STRIDE},
     }
-    runs: dict[str, list[dict[str, float]]] = {c: [] for c in cases}
+    short: dict[str, list[dict[str, float]]] = {c: [] for c in cases}
+    long: dict[str, list[dict[str, float]]] = {c: [] for c in cases}
     for r in range(repeats):
         for case, extra in cases.items():
-            d = work / f"{case}{r}"
-            d.mkdir()
-            runs[case].append(
-                run_deck({**SHORT, **extra, "out": d / "samples.zarr",
-                          "frames": d / "frames.zarr"}, d)
-            )
+            for n, runs in ((1, short), (1 + EXTRA_SAMPLES, long)):
+                d = work / f"{case}{r}n{n}"
+                d.mkdir()
+                runs[case].append(run_deck(
+                    {**SHORT, **extra, "nsamples": n, "out": d / "samples.zarr",
+                     "frames": d / "frames.zarr"}, d))
+
+    def marginal(case: str, key: str) -> list[float]:
+        return [(b[key] - a[key]) / EXTRA_SAMPLES
+                for a, b in zip(short[case], long[case], strict=True)]
+
     out: dict[str, Any] = {"protocol": SHORT, "stress_frame_every_steps": STRESS_STRIDE,
-                           "repeats": repeats}
+                           "repeats": repeats, "samples_per_long_run": 1 + EXTRA_SAMPLES}
     for case in cases:
         out[f"{case}_md_steps_per_s"] = round(
-            statistics.median(x["steps"] / x["loop_s"] for x in runs[case]), 1)
-        out[f"{case}_wall_s"] = round(statistics.median(x["wall_s"] for x in runs[case]), 3)
-        out[f"{case}_cpu_s"] = round(statistics.median(x["cpu_s"] for x in runs[case]), 3)
+            statistics.median(x["steps"] / x["loop_s"] for x in long[case]), 1)
+        out[f"{case}_wall_per_sample_s"] = round(statistics.median(marginal(case, "wall_s")), 3)
+        out[f"{case}_cpu_per_sample_s"] = round(statistics.median(marginal(case, "cpu_s")), 3)
+        fixed = [a["wall_s"] - m for a, m in zip(short[case], marginal(case, "wall_s"),
+                                                 strict=True)]
+        out[f"{case}_fixed_wall_s"] = round(statistics.median(fixed), 3)
     for case in ("production", "stress"):
+        for key, name in (("wall_s", "wall"), ("cpu_s", "cpu")):
+            out[f"ratio_{case}_{name}_per_sample"] = round(statistics.median(
+                a / b for a, b in zip(marginal(case, key), marginal("off", key), strict=True)), 4)
         out[f"ratio_{case}_md_loop"] = round(statistics.median(
-            a["loop_s"] / b["loop_s"] for a, b in zip(runs[case], runs["off"], strict=True)), 4)
-        out[f"ratio_{case}_wall"] = round(statistics.median(
-            a["wall_s"] / b["wall_s"] for a, b in zip(runs[case], runs["off"], strict=True)), 4)
-        out[f"ratio_{case}_cpu"] = round(statistics.median(
-            a["cpu_s"] / b["cpu_s"] for a, b in zip(runs[case], runs["off"], strict=True)), 4)
+            a["loop_s"] / b["loop_s"] for a, b in zip(long[case], long["off"], strict=True)), 4)
+    # self-timed: time spent inside the hooks, measured by the hooks in the same process
+    nlong = 1 + EXTRA_SAMPLES
+    off_sample = statistics.median(marginal("off", "wall_s"))
+    for case in ("production", "stress"):
+        runs = long[case]
+        out[f"selftimed_{case}_ratio_md_loop"] = round(statistics.median(
+            x["loop_s"] / (x["loop_s"] - x["hook_in_loop_s"]) for x in runs), 4)
+        per_sample = statistics.median(
+            (x["hook_in_loop_s"] + x["hook_between_runs_s"]) / nlong for x in runs)
+        out[f"selftimed_{case}_hook_s_per_sample"] = round(per_sample, 4)
+        out[f"selftimed_{case}_ratio_per_sample"] = round((off_sample + per_sample) / off_sample,
+                                                          4)
+    frames_per_sample = (SHORT_STEPS // STRESS_STRIDE) + 1
+    out["stress_writer_thread_cpu_ms_per_frame"] = round(1e3 * statistics.median(
+        x["writer_thread_cpu_s"] for x in long["stress"]) / (nlong * frames_per_sample), 3)
+    out["stress_hook_ms_per_frame"] = round(1e3 * statistics.median(
+        x["hook_in_loop_s"] for x in long["stress"]) / (nlong * frames_per_sample), 3)
     out["goal_production_ratio"] = 1.02
     out["goal_stress_ratio"] = 1.03
     return out
@@ -156,7 +193,7 @@ def paper(steps_per_s: dict[str, float]) -> dict[str, Any]:
 
 
 def main() -> None:
-    repeats = int(os.environ.get("GLASSCAM_BENCH_REPEATS", "3"))
+    repeats = int(os.environ.get("GLASSCAM_BENCH_REPEATS", "2"))
     with tempfile.TemporaryDirectory(prefix="bench_quench_") as tmp:
         work = Path(tmp)
         result: dict[str, Any] = {"natoms": N}
@@ -166,13 +203,13 @@ def main() -> None:
         result.update(paper(speed))
         result.update(demo(work))
     result["note"] = (
-        "ratios: hook on / hook off for the same MD (median of paired, interleaved runs); "
-        "md_loop counts MD run loops (fix callbacks included), wall the whole process "
-        "(snapshots, gridize, Zarr writes, store creation included), cpu the user+sys time of "
-        "the process tree (includes the stress path's writer thread; robust to other load on "
-        "the machine); the benchmark ramp is "
-        "40x faster than the paper's, so per-sample costs weigh 40x more here than in "
-        "production"
+        "ratios: hook on / hook off for the same MD (median of paired, interleaved runs). "
+        "*_per_sample: marginal wall or CPU time of one more sample, from runs of 1 and "
+        f"{1 + EXTRA_SAMPLES} samples (MD, records, snapshots, gridize, Zarr writes; the "
+        "once-per-process costs - Python start, imports, store creation - are *_fixed_wall_s); "
+        "cpu = user+sys of the process tree (includes the stress path's writer thread). "
+        "md_loop: LAMMPS loop time of the MD runs (fix callbacks included). The benchmark ramp "
+        "is 80x faster than the paper's, so per-sample costs weigh 80x more here."
     )
     write_result("quench", result)
 

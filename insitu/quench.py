@@ -50,6 +50,8 @@ Every hook rejects unknown keywords with an error that names the keyword and the
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -93,6 +95,26 @@ PARAMETERS: dict[str, type] = {
 # Keywords that steer the run but are not properties of the samples (not recorded/compared).
 RUN_KEYWORDS = ("out", "frames", "framestride")
 SEED_RANGE = 2**30 - 1  # LAMMPS' Park-Miller seeds must lie in [1, 2^31 - 2]
+
+# Wall time spent inside each hook of this process (seconds, calls); written as JSON by
+# `finish` (universe rank 0) to $GLASSCAM_QUENCH_TIMING if set: the benchmark's self-timing.
+TIMING: dict[str, list[float]] = {}
+
+
+def _timed(func):
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(lmp, step, **kw):
+        t0 = time.perf_counter()
+        try:
+            return func(lmp, step, **kw)
+        finally:
+            entry = TIMING.setdefault(func.__name__, [0.0, 0])
+            entry[0] += time.perf_counter() - t0
+            entry[1] += 1
+
+    return wrapper
 
 
 # ----------------------------------------------------------------------------------------------
@@ -227,6 +249,7 @@ def _set_string(lmp, name: str, value: Any) -> None:
 # hooks
 
 
+@_timed
 def setup(lmp, step: int, **kw: str) -> None:
     """Create/validate the store (universe rank 0) and share the queue of missing samples."""
     global _STATE
@@ -273,6 +296,7 @@ def setup(lmp, step: int, **kw: str) -> None:
         )
 
 
+@_timed
 def next(lmp, step: int, **kw: str) -> None:  # noqa: A001 - the deck's verb
     """Take the next sample index for this partition; set v_sample (-1: none), v_seed{A,B,V}."""
     _unknown(kw, (), "next")
@@ -293,6 +317,7 @@ def next(lmp, step: int, **kw: str) -> None:  # noqa: A001 - the deck's verb
     _set_string(lmp, "sample", index)
 
 
+@_timed
 def start(lmp, step: int, **kw: str) -> None:
     """After building the system: check it against the parameters, reset the cooling record."""
     _unknown(kw, (), "start")
@@ -322,6 +347,7 @@ def start(lmp, step: int, **kw: str) -> None:
     st.snapshots.clear()
 
 
+@_timed
 def record(lmp, step: int, **kw: str) -> None:
     """Energy-temperature record every ``nrecord`` steps of the cooling (fix insitu)."""
     _unknown(kw, (), "record")
@@ -377,6 +403,7 @@ def wrap_positions(x: np.ndarray, lo: np.ndarray, box: np.ndarray) -> np.ndarray
     return np.ascontiguousarray(u32, dtype=np.float32)
 
 
+@_timed
 def snapshot(lmp, step: int, **kw: str) -> None:
     """Take the liquid or glass snapshot of the current sample; write the sample after glass."""
     _unknown(kw, ("class",), "snapshot")
@@ -420,6 +447,7 @@ def snapshot(lmp, step: int, **kw: str) -> None:
     )
 
 
+@_timed
 def frame(lmp, step: int, **kw: str) -> None:
     """Benchmark stress path: gather the frame; a background thread gridizes and writes it."""
     _unknown(kw, (), "frame")
@@ -443,7 +471,10 @@ def finish(lmp, step: int, **kw: str) -> None:
     st = _state("finish")
     st.queue.free()
     if st.frames is not None:
+        t0 = time.perf_counter()
         st.frames.close()
+        TIMING["frames_drain"] = [time.perf_counter() - t0, 1]
+        TIMING["frames_thread_cpu"] = [st.frames.thread_cpu_s, 1]
     uni = parallel.universe()
     total = uni.allreduce(st.written if _is_root(lmp) else 0)
     if uni.Get_rank() == 0:
@@ -451,4 +482,8 @@ def finish(lmp, step: int, **kw: str) -> None:
             f"insitu.quench: done, {total} samples written in this run into {st.out}",
             flush=True,
         )
+        timing_path = os.environ.get("GLASSCAM_QUENCH_TIMING")
+        if timing_path:
+            with open(timing_path, "w") as fh:
+                json.dump({k: {"seconds": v[0], "calls": v[1]} for k, v in TIMING.items()}, fh)
     _STATE = None

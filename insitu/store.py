@@ -20,6 +20,7 @@ into a scratch store, one chunk per frame).
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,6 +141,7 @@ class FrameWriter:
         self.grid, self.channels, self.kernel = grid, channels, kernel
         self._queue: queue.Queue = queue.Queue(maxsize=backlog)
         self._error: BaseException | None = None
+        self.thread_cpu_s = 0.0  # CPU time of the writer thread (gridize + write)
         self._thread = threading.Thread(target=self._work, name="glasscam-frames", daemon=True)
         self._thread.start()
 
@@ -174,6 +176,7 @@ class FrameWriter:
                     break
             stop = batch[-1] is None
             frames = [item for item in batch if item is not None]
+            t0 = time.thread_time()
             if frames and self._error is None:
                 try:
                     images = [gridize(pos, typ, box, grid=self.grid, channels=self.channels,
@@ -181,6 +184,7 @@ class FrameWriter:
                     self._write([f[0] for f in frames], images)
                 except BaseException as exc:  # noqa: BLE001 - handed to the caller
                     self._error = exc
+            self.thread_cpu_s += time.thread_time() - t0
             if stop:
                 return
 

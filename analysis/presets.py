@@ -23,17 +23,23 @@ from pathlib import Path
 from typing import Any
 
 SYSTEMS = ("kam", "abm")
-STAGE_TABLES: dict[str, frozenset[str]] = {
-    "run": frozenset({"system", "np", "partitions", "seed", "description"}),
-    "quench": frozenset(),  # deck variables: checked against the deck's own `variable` lines
-    "propensity": frozenset(),
-    "train": frozenset(
-        {"epochs", "batch_size", "lr", "seed", "device", "threads", "dropout", "weight_decay"}
-    ),
-    "gradcam": frozenset({"split", "batch_size", "device"}),
-    "indicators": frozenset({"split", "workers", "threads_per_worker", "scheduler"}),
-    "correlate": frozenset(),
-}
+RUN_KEYS = frozenset({"system", "np", "partitions", "seed", "description"})
+DECK_TABLES = ("quench", "propensity")  # checked against the deck's own `variable` lines
+CLI_TABLES = ("train", "gradcam", "indicators", "correlate")  # checked against the CLI options
+STAGE_TABLES = ("run", *DECK_TABLES, *CLI_TABLES)
+# options the pipeline sets itself (paths), never a preset
+PIPELINE_OPTIONS = frozenset({"samples", "out", "model", "run"})
+
+
+def cli_options(command: str) -> frozenset[str]:
+    """Option names (python spelling) of a `glasscam` subcommand."""
+    import typer.main
+
+    from analysis.cli import app
+
+    group = typer.main.get_command(app)
+    cmd = group.commands[command]  # type: ignore[attr-defined]
+    return frozenset(p.name for p in cmd.params if p.name) - PIPELINE_OPTIONS
 
 
 class PresetError(ValueError):
@@ -82,11 +88,16 @@ def load_preset(name: str, system: str | None = None) -> dict[str, dict[str, Any
     if system not in SYSTEMS:
         raise PresetError(f"{path}: [run] system = {system!r}; choose one of {SYSTEMS}")
     out: dict[str, dict[str, Any]] = {}
-    for table, allowed in STAGE_TABLES.items():
+    for table in STAGE_TABLES:
         values = raw.get(table, {})
         if not isinstance(values, Mapping):
             raise PresetError(f"{path}: [{table}] must be a table")
-        if allowed:
+        allowed: frozenset[str] | None = None
+        if table == "run":
+            allowed = RUN_KEYS
+        elif table in CLI_TABLES:
+            allowed = cli_options(table)
+        if allowed is not None:
             bad = sorted(set(values) - allowed)
             if bad:
                 raise PresetError(

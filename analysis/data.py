@@ -58,6 +58,25 @@ def _read_codes(codes: np.ndarray, arrays: tuple, nsamples: int) -> np.ndarray:
     return out
 
 
+def augment(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Random exact symmetries of a periodic square box, per image: a translation by whole
+    pixels (a periodic roll: shifting the configuration by one pixel rolls its image by one) and
+    one of the 8 rotations/reflections of the square (the interactions are isotropic)."""
+    out = np.empty_like(images)
+    m = images.shape[-1]
+    for i, img in enumerate(images):
+        dy, dx = rng.integers(0, m, size=2)
+        img = np.roll(img, (int(dy), int(dx)), axis=(-2, -1))
+        if rng.random() < 0.5:
+            img = img[..., ::-1, :]
+        if rng.random() < 0.5:
+            img = img[..., :, ::-1]
+        if rng.random() < 0.5:
+            img = np.swapaxes(img, -1, -2)
+        out[i] = img
+    return out
+
+
 class SplitImages:
     """The labelled images of one split of a samples store, read lazily.
 
@@ -151,9 +170,11 @@ class SplitImages:
         epoch: int = 0,
         prefetch: int = 4,
         codes: np.ndarray | None = None,
+        augment: bool = False,
     ) -> Prefetcher:
         """Batches of one pass over the split (or over ``codes``, in that order), computed
-        ahead in a background thread."""
+        ahead in a background thread. With ``augment``, every image gets a random symmetry of
+        the periodic box (:func:`augment`), drawn from (seed, epoch, batch)."""
         if codes is None:
             codes = self.order(shuffle, seed, epoch)
         codes = np.asarray(codes, dtype=np.int64)
@@ -166,7 +187,8 @@ class SplitImages:
             part = codes[start : start + batch_size]
             cls, smp = np.divmod(part, self.nsamples)
             meta.append((block, cls.astype(np.int64), smp))
-        return Prefetcher(meta, prefetch)
+        aug_seed = (int(seed), int(epoch)) if augment else None
+        return Prefetcher(meta, prefetch, aug_seed)
 
     def positions(self, cls: str, sample: int) -> tuple[np.ndarray, np.ndarray]:
         """Particle positions [N, 2] and box (Lx, Ly) of one snapshot."""
@@ -179,8 +201,14 @@ class Prefetcher:
 
     _END = object()
 
-    def __init__(self, items: list[tuple[Any, np.ndarray, np.ndarray]], depth: int = 4) -> None:
+    def __init__(
+        self,
+        items: list[tuple[Any, np.ndarray, np.ndarray]],
+        depth: int = 4,
+        augment_seed: tuple[int, int] | None = None,
+    ) -> None:
         self.items = items
+        self.augment_seed = augment_seed
         self.wait_s = 0.0  # time the consumer spent blocked on data
         self.load_s = 0.0  # time the producer spent computing blocks
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, int(depth)))
@@ -193,11 +221,14 @@ class Prefetcher:
 
     def _produce(self) -> None:
         try:
-            for block, cls, smp in self.items:
+            for b, (block, cls, smp) in enumerate(self.items):
                 if self._stop.is_set():
                     return
                 t0 = time.perf_counter()
                 images = block.compute(scheduler="synchronous")
+                if self.augment_seed is not None:
+                    seq = np.random.SeedSequence([*self.augment_seed, b, 0xA06])
+                    images = augment(images, np.random.default_rng(seq))
                 self.load_s += time.perf_counter() - t0
                 self._put(Batch(images, cls, cls, smp))
         except BaseException as err:  # re-raised in the consumer

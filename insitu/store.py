@@ -157,6 +157,7 @@ class FrameWriter:
             chunks=(1, channels, grid, grid),
             dtype="float32",
             fill_value=0.0,
+            compressors=None,  # plain little-endian bytes: chunks can be written directly
         )
         root.attrs.update({"schema": "glasscam.frames/scratch", "stride": int(stride)})
 
@@ -188,7 +189,32 @@ class FrameWriter:
             if stop:
                 return
 
+    def _direct_path(self) -> str | None:
+        """Directory of the array if its chunks are plain little-endian bytes in a local store."""
+        meta = self.image.metadata
+        codecs = getattr(meta, "codecs", ())
+        names = [type(c).__name__ for c in codecs]
+        endian = str(getattr(codecs[0], "endian", "")) if codecs else ""
+        folder = os.path.join(self.path, "image")
+        if names == ["BytesCodec"] and "little" in endian and os.path.isdir(folder):
+            return folder
+        return None
+
     def _write(self, indices: list[int], images: list[np.ndarray]) -> None:
+        folder = self._direct_path()
+        if folder is not None:
+            # the chunk files zarr itself would write (same key encoding, same bytes), written
+            # directly: zarr-python's per-chunk machinery costs ~2 ms of CPU a chunk, a file
+            # write ~0.1 ms; written to a temporary name and renamed, so never torn
+            for index, image in zip(indices, images, strict=True):
+                key = self.image.metadata.encode_chunk_key((index, 0, 0, 0))
+                target = os.path.join(folder, key)
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                tmp = f"{target}.tmp{os.getpid()}"
+                with open(tmp, "wb") as fh:
+                    fh.write(np.ascontiguousarray(image, dtype="<f4").tobytes())
+                os.replace(tmp, target)
+            return
         start = 0
         while start < len(indices):  # runs of consecutive indices: one slice write each
             stop = start + 1

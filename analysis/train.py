@@ -57,7 +57,7 @@ class TrainConfig:
     device: str = "auto"
     threads: int | None = None
     prefetch: int = 4
-    augment: bool = True  # random periodic translations + square symmetries of train images
+    augment: bool = False  # random periodic translations + square symmetries of train images
 
 
 class Reporter:

@@ -106,6 +106,17 @@ def main() -> dict[str, Any]:
     result["reference_bare_torch_train_per_s"] = _train_rate(
         ref, torch.optim.Adam(ref.parameters(), 1e-3), BATCH, 6
     )
+    ref.eval()
+    xr = torch.rand(64, CHANNELS, GRID, GRID)
+
+    def ref_infer() -> float:
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            ref(xr)
+            return (time.perf_counter() - t0) / len(xr)
+
+    ref_infer()
+    result["reference_bare_torch_inference_per_s"] = 1.0 / _best(ref_infer, 4)
     allocator = tune_host_allocator()
     result["host_allocator_tuned"] = allocator
     torch.manual_seed(0)
@@ -170,6 +181,9 @@ def main() -> dict[str, Any]:
 
     result["train_speedup_vs_reference"] = (
         result["glasscam_bare_train_per_s"] / result["reference_bare_torch_train_per_s"]
+    )
+    result["inference_speedup_vs_reference"] = (
+        result["inference_per_s"] / result["reference_bare_torch_inference_per_s"]
     )
     result["train_vs_paper_gpu"] = result["glasscam_train_loop_per_s"] / PAPER[
         "train_samples_per_s"

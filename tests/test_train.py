@@ -23,6 +23,7 @@ from insitu.schema import SPLITS, SchemaError
 REPO = Path(__file__).resolve().parents[1]
 GRID = 16
 FAST = dict(batch_size=8, threads=2)
+EPOCHS = 2  # reference run; the resumed run is killed after epoch 1
 # training settings of the real 64 + 64 demo-size check (see docs/cnn.md)
 REAL_DEMO_TRAIN = dict(epochs=60, batch_size=32, seed=0)
 
@@ -45,14 +46,14 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 @pytest.fixture(scope="module")
 def reference_run(store, tmp_path_factory):
     out = tmp_path_factory.mktemp("train") / "ref"
-    metrics = train(store, out, TrainConfig(epochs=3, seed=7, **FAST))
+    metrics = train(store, out, TrainConfig(epochs=EPOCHS, seed=7, **FAST))
     return out, metrics
 
 
 def test_training_is_deterministic_for_a_fixed_seed(store, reference_run, tmp_path):
     ref, _ = reference_run
     again = tmp_path / "again"
-    train(store, again, TrainConfig(epochs=3, seed=7, **FAST))
+    train(store, again, TrainConfig(epochs=EPOCHS, seed=7, **FAST))
     assert _same(_weights(ref), _weights(again))
     other = tmp_path / "other"
     train(store, other, TrainConfig(epochs=1, seed=8, **FAST))
@@ -64,17 +65,17 @@ def test_training_is_deterministic_for_a_fixed_seed(store, reference_run, tmp_pa
 def test_killed_after_epoch_k_and_resumed_gives_the_same_weights(store, reference_run, tmp_path):
     ref, ref_metrics = reference_run
     out = tmp_path / "resumed"
-    partial = train(store, out, TrainConfig(epochs=3, seed=7, **FAST), stop_after_epoch=1)
+    partial = train(store, out, TrainConfig(epochs=EPOCHS, seed=7, **FAST), stop_after_epoch=1)
     assert partial["complete"] is False and partial["epochs_run"] == 1
     assert not (out / METRICS).exists()
     assert torch.load(out / CHECKPOINT, weights_only=True)["epoch"] == 1
-    metrics = train(store, out, TrainConfig(epochs=3, seed=7, **FAST))
+    metrics = train(store, out, TrainConfig(epochs=EPOCHS, seed=7, **FAST))
     assert _same(_weights(ref), _weights(out))
     for a, b in zip(metrics["history"], ref_metrics["history"], strict=True):
         assert a["train_loss"] == b["train_loss"] and a["val_loss"] == b["val_loss"]
     # a completed run re-run does no more epochs
-    again = train(store, out, TrainConfig(epochs=3, seed=7, **FAST))
-    assert again["epochs_run"] == 3 and _same(_weights(ref), _weights(out))
+    again = train(store, out, TrainConfig(epochs=EPOCHS, seed=7, **FAST))
+    assert again["epochs_run"] == EPOCHS and _same(_weights(ref), _weights(out))
 
 
 def test_resume_with_other_settings_is_refused(store, reference_run, tmp_path):
@@ -82,17 +83,17 @@ def test_resume_with_other_settings_is_refused(store, reference_run, tmp_path):
     out = tmp_path / "copy"
     shutil.copytree(ref, out)
     with pytest.raises(SchemaError, match=r"checkpoint\.pt.*train_config\.lr"):
-        train(store, out, TrainConfig(epochs=4, seed=7, lr=1e-2, **FAST))
+        train(store, out, TrainConfig(epochs=EPOCHS + 1, seed=7, lr=1e-2, **FAST))
 
 
 def test_checkpoint_loads_weights_only_and_metrics(reference_run):
     out, metrics = reference_run
     ckpt = torch.load(out / CHECKPOINT, weights_only=True)
-    assert ckpt["format"] == "glasscam.cnn/1" and ckpt["epoch"] == 3
+    assert ckpt["format"] == "glasscam.cnn/1" and ckpt["epoch"] == EPOCHS
     assert load_checkpoint(out)["model_config"]["grid"] == GRID
     on_disk = json.loads((out / METRICS).read_text())
-    assert on_disk["complete"] and on_disk["device"] == "cpu" and on_disk["epochs_run"] == 3
-    assert [h["epoch"] for h in on_disk["history"]] == [1, 2, 3]
+    assert on_disk["complete"] and on_disk["device"] == "cpu" and on_disk["epochs_run"] == EPOCHS
+    assert [h["epoch"] for h in on_disk["history"]] == list(range(1, EPOCHS + 1))
     for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "samples_per_s",
                 "data_wait_fraction"):
         assert all(np.isfinite(h[key]) for h in on_disk["history"]), key

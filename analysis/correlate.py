@@ -295,10 +295,17 @@ def analyse_propensity(
             continue
         scan = scan_xi(fields[ind], delta_cg, pos, box, opts.xi_grid, flip=flips[ind],
                        cutoff_factor=opts.cutoff_factor, kernel=opts.kernel, pairs=pairs)
-        best = np.nanmax(scan, axis=1)
-        a = int(np.nanargmax(best))
-        xi_a = float(opts.xi_grid[a])
         label = orientation_label(ind, flips[ind])
+        if np.all(np.isnan(scan)):
+            # a constant field (e.g. an all-zero Grad-CAM map) has no correlation: say so
+            why = f"{SYMBOLS[ind]} is constant on sample {sample}: Pearson undefined"
+            rows["t3"].append([temp, SYMBOLS[ind], float("nan"), why])
+            rows["t5"].append([temp, SYMBOLS[ind], label, float("nan"), xi_d, float("nan"),
+                               float("nan")])
+            continue
+        best = np.nanmax(np.where(np.isnan(scan), -np.inf, scan), axis=1)
+        a = int(np.argmax(best))
+        xi_a = float(opts.xi_grid[a])
         rows["t3"].append([temp, SYMBOLS[ind], xi_a, f"argmax_xi max_delta C({label}, Delta)"])
         curve = scan[a]
         b = int(np.nanargmax(curve))

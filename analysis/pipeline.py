@@ -77,7 +77,12 @@ def lammps_argv(
         at = argv.index("-in")
         argv[at:at] = ["-partition", f"{partitions}x{np // partitions}"]
     if screen is not None:
-        argv[argv.index("-in"):argv.index("-in")] = ["-log", str(screen)]
+        at = argv.index("-in")
+        if partitions > 1:  # one log and one screen file per partition, beside the main log
+            argv[at:at] = ["-log", str(screen), "-plog", str(screen.with_suffix("")) + ".log",
+                           "-pscreen", str(screen.with_suffix("")) + ".screen"]
+        else:
+            argv[at:at] = ["-log", str(screen)]
     for key, value in variables.items():
         if isinstance(value, bool):
             value = int(value)

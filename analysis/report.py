@@ -200,7 +200,9 @@ def cooling_section(rep: Report) -> None:
         rep.add("Fig. S6/S7 — cooling and g(r)", _missing("samples", "no sample is done"))
         return
     pick = done[: min(8, done.size)]
-    tm = np.asarray(root["cooling/temperature"].get_orthogonal_selection((pick, slice(None))))
+    tm = np.asarray(
+        root["cooling/target_temperature"].get_orthogonal_selection((pick, slice(None)))
+    )
     pe = np.asarray(root["cooling/potential_energy"].get_orthogonal_selection((pick, slice(None))))
     body = rep.figure(
         "figS6_energy_temperature.png",
@@ -208,7 +210,7 @@ def cooling_section(rep: Report) -> None:
         f"({len(pick)} samples); a crystallisation would show as a jump",
         lambda p: plots.curves({f"sample {s}": tm[i] for i, s in enumerate(pick)},
                                {f"sample {s}": pe[i] for i, s in enumerate(pick)},
-                               p, "T (measured)", "U / N"),
+                               p, "T (thermostat target along the ramp)", "U / N"),
     )
     frames = {}
     for cls in ("liquid", "glass"):
@@ -396,8 +398,9 @@ def maps_section(rep: Report, system: str) -> None:
             k = output_at_delta(delta, target)
             d = normalize(coarse_grain_pairs(prop[k], pairs, xi_d, 3.0 * xi_d))
             panels.append((f"Δ at δ = {delta[k]:.2g} (ξ_Δ = {xi_d:.2g})", d))
-            columns[f"Delta_{target:g}_bare"] = prop[k]
-            columns[f"Delta_{target:g}_cg"] = d
+            tag = f"{target:g}".replace(".", "p")
+            columns[f"Delta_{tag}_bare"] = prop[k]
+            columns[f"Delta_{tag}_cg"] = d
         body += rep.figure(
             f"fig1_maps_sample{sample}.png",
             f"Figs. 1–2 analogue: glass sample {sample}, coarse-grained and normalised "

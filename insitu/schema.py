@@ -229,6 +229,54 @@ def _open_root(path: str | os.PathLike, mode: str, schema: str):
     return root
 
 
+def _create_class_store(
+    path: str | os.PathLike,
+    schema: str,
+    specs: tuple[ArraySpec, ...],
+    sizes: Mapping[str, int],
+    params: Mapping[str, Any],
+    extra_attrs: Mapping[str, Any],
+):
+    """A store with one group per class (``CLASSES``), each holding ``specs``."""
+    import zarr
+
+    root = zarr.open_group(os.fspath(path), mode="w-", zarr_format=3)
+    for cls in CLASSES:
+        _create_arrays(root.create_group(cls), specs, sizes)
+    # attrs last: a store without 'schema' is recognisably half-created
+    root.attrs.update(
+        {
+            "parameters": jsonable(params),
+            "versions": versions(),
+            **{k: jsonable(v) for k, v in extra_attrs.items()},
+            "schema": schema,
+        }
+    )
+    return root
+
+
+def _open_class_store(
+    path: str | os.PathLike,
+    mode: str,
+    schema: str,
+    specs: tuple[ArraySpec, ...],
+    sizes_of,
+    expect: Mapping[str, Any] | None,
+):
+    """Open and validate a per-class store; with ``expect``, check its parameters match."""
+    where = os.fspath(path)
+    root = _open_root(where, mode, schema)
+    params = dict(root.attrs["parameters"])
+    if expect is not None:
+        check_parameters(params, expect, where)
+    sizes = sizes_of(params)
+    for cls in CLASSES:
+        if cls not in root:
+            raise SchemaError(f"{where}: missing group '{cls}'")
+        _check_arrays(root[cls], specs, sizes, where)
+    return root
+
+
 # --------------------------------------------------------------------------------------------
 # samples.zarr
 
@@ -386,38 +434,19 @@ def create_indicators_store(
     path: str | os.PathLike, params: Mapping[str, Any], provenance: Mapping[str, Any] | None = None
 ):
     """Create an empty indicators store (one process only) and return its root group."""
-    import zarr
-
-    sizes = indicators_sizes(params)
-    root = zarr.open_group(os.fspath(path), mode="w-", zarr_format=3)
-    for cls in CLASSES:
-        _create_arrays(root.create_group(cls), INDICATOR_CLASS_ARRAYS, sizes)
-    root.attrs.update(
-        {
-            "parameters": jsonable(params),
-            "versions": versions(),
-            "provenance": jsonable(provenance or {}),
-            "schema": INDICATORS_SCHEMA,
-        }
+    return _create_class_store(
+        path, INDICATORS_SCHEMA, INDICATOR_CLASS_ARRAYS, indicators_sizes(params), params,
+        {"provenance": provenance or {}},
     )
-    return root
 
 
 def open_indicators_store(
     path: str | os.PathLike, mode: str = "r", expect: Mapping[str, Any] | None = None
 ):
     """Open and validate an indicators store; with ``expect``, check its parameters match."""
-    where = os.fspath(path)
-    root = _open_root(where, mode, INDICATORS_SCHEMA)
-    params = dict(root.attrs["parameters"])
-    if expect is not None:
-        check_parameters(params, expect, where)
-    sizes = indicators_sizes(params)
-    for cls in CLASSES:
-        if cls not in root:
-            raise SchemaError(f"{where}: missing group '{cls}'")
-        _check_arrays(root[cls], INDICATOR_CLASS_ARRAYS, sizes, where)
-    return root
+    return _open_class_store(
+        path, mode, INDICATORS_SCHEMA, INDICATOR_CLASS_ARRAYS, indicators_sizes, expect
+    )
 
 
 # ============================================================================================
@@ -467,35 +496,16 @@ def create_gradcam_store(
     path: str | os.PathLike, params: Mapping[str, Any], model: Mapping[str, Any] | None = None
 ):
     """Create an empty gradcam store (one process only) and return its root group."""
-    import zarr
-
-    sizes = gradcam_sizes(params)
-    root = zarr.open_group(os.fspath(path), mode="w-", zarr_format=3)
-    for cls in CLASSES:
-        _create_arrays(root.create_group(cls), GRADCAM_CLASS_ARRAYS, sizes)
-    root.attrs.update(
-        {
-            "parameters": jsonable(params),
-            "versions": versions(),
-            "model": jsonable(model or {}),
-            "schema": GRADCAM_SCHEMA,
-        }
+    return _create_class_store(
+        path, GRADCAM_SCHEMA, GRADCAM_CLASS_ARRAYS, gradcam_sizes(params), params,
+        {"model": model or {}},
     )
-    return root
 
 
 def open_gradcam_store(
     path: str | os.PathLike, mode: str = "r", expect: Mapping[str, Any] | None = None
 ):
     """Open and validate a gradcam store; with ``expect``, check its parameters match."""
-    where = os.fspath(path)
-    root = _open_root(where, mode, GRADCAM_SCHEMA)
-    params = dict(root.attrs["parameters"])
-    if expect is not None:
-        check_parameters(params, expect, where)
-    sizes = gradcam_sizes(params)
-    for cls in CLASSES:
-        if cls not in root:
-            raise SchemaError(f"{where}: missing group '{cls}'")
-        _check_arrays(root[cls], GRADCAM_CLASS_ARRAYS, sizes, where)
-    return root
+    return _open_class_store(
+        path, mode, GRADCAM_SCHEMA, GRADCAM_CLASS_ARRAYS, gradcam_sizes, expect
+    )

@@ -46,6 +46,7 @@ from analysis.correlation import (
     spearman,
     zero_crossing,
 )
+from analysis.propensity import ensemble_splits, output_at_delta
 
 INDICATORS = ("gamma", "voronoi", "ttop")
 PAPER_XI_DELTA = 4.0  # paper Table 3 (DESIGN §5): fallback when C_Δ never reaches 1/e
@@ -105,14 +106,6 @@ def _finite(arr: np.ndarray, where: str, name: str) -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         raise CorrelateInputError(f"{where}: field '{name}' contains NaN or inf")
     return arr
-
-
-def output_at_delta(delta: np.ndarray, target: float) -> int:
-    """Index of the output whose δ is closest to ``target`` in log δ (non-finite ignored)."""
-    d = np.asarray(delta, dtype=np.float64)
-    ok = np.isfinite(d) & (d > 0)
-    dist = np.where(ok, np.abs(np.log(np.where(ok, d, 1.0)) - np.log(target)), np.inf)
-    return int(np.argmin(dist))
 
 
 def orientation_label(ind: str, flip: bool) -> str:
@@ -326,8 +319,9 @@ def ensemble_table(store, where, pos, box, pairs, delta, ks, xi_d, temp, opts) -
     k = int(ks[output_at_delta(delta[ks], 1.0)])
     crd = np.stack([np.asarray(store["crd"][int(s), k], dtype=np.float64) for s in done])
     _finite(crd, where, f"crd[:, {k}]")
-    subsets = [crd[c * size:(c + 1) * size].mean(axis=0) for c in range(opts.ensemble_count)]
-    full = crd.mean(axis=0)
+    blocks = list(ensemble_splits(ns, size, opts.ensemble_count).values())
+    subsets = [crd[idx].mean(axis=0) for idx in blocks[:-1]]
+    full = crd[blocks[-1]].mean(axis=0)
 
     def cg(x):
         return coarse_grain_pairs(x, pairs, xi_d, opts.cutoff_factor * xi_d, opts.kernel)

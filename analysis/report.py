@@ -358,8 +358,9 @@ def curve_figures(rep: Report, system: str) -> None:
 def maps_section(rep: Report, system: str) -> None:
     """Figures 1–2 and 4: particle maps of one glass configuration, and the extxyz export."""
     from analysis.coarse_grain import PairList, coarse_grain_pairs, normalize
-    from analysis.correlate import FLIP, SYMBOLS, open_inputs, output_at_delta, sample_fields
+    from analysis.correlate import FLIP, SYMBOLS, open_inputs, sample_fields
     from analysis.export import write_extxyz
+    from analysis.propensity import ensemble_splits, output_at_delta
     from insitu.schema import open_propensity_store
 
     try:
@@ -417,8 +418,8 @@ def maps_section(rep: Report, system: str) -> None:
         if size >= 1:
             k = output_at_delta(delta, 1.0)
             crd = np.stack([np.asarray(store["crd"][int(s), k], dtype=np.float64) for s in done])
-            ens = [(f"e{size}{'ABC'[c]}", crd[c * size:(c + 1) * size].mean(axis=0))
-                   for c in range(3)] + [(f"e{len(done)}", crd.mean(axis=0))]
+            ens = [(name, crd[idx].mean(axis=0))
+                   for name, idx in ensemble_splits(len(done), size, 3).items()]
             ens_panels = [(f"{n} bare", normalize(v)) for n, v in ens]
             ens_panels += [(f"{n} coarse-grained",
                             normalize(coarse_grain_pairs(v, pairs, xi_d, 3.0 * xi_d)))

@@ -36,6 +36,7 @@ def particle_maps(
     diameters: tuple[float, float] = (1.0, 0.88),
     title: str = "",
     cmap: str = "coolwarm",
+    ncol: int | None = None,
 ) -> Path:
     """Figures 1–2: particle maps of several per-particle fields of one configuration.
 
@@ -43,7 +44,7 @@ def particle_maps(
     the periodic box is drawn as its frame; particles are discs of their species' diameter.
     """
     n = len(panels)
-    ncol = min(n, 3)
+    ncol = ncol or min(n, 3)
     nrow = int(np.ceil(n / ncol))
     fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 4.0 * nrow), squeeze=False)
     lx, ly = float(box[0]), float(box[1])

@@ -429,7 +429,7 @@ def maps_section(rep: Report, system: str) -> None:
                 f"Fig. 4 analogue: propensity of disjoint replica ensembles at δ = {delta[k]:.2g}"
                 ", bare (top) and coarse-grained (bottom)",
                 lambda p, ens_panels=ens_panels, pos=pos, types=types, box=box: (
-                    plots.particle_maps(ens_panels, pos, types, box, p)),
+                    plots.particle_maps(ens_panels, pos, types, box, p, ncol=4)),
             )
     # export of every analysed test configuration with its bare indicators
     n_exported = 0

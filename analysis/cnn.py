@@ -46,9 +46,27 @@ class CNNConfig:
     fc_width: int = 64
     dropout: float = 0.5
     nclasses: int = len(CLASSES)
+    # per-channel input standardisation x -> (x - mean_c) / std_c, fixed numbers (the train
+    # split's statistics, set by `glasscam train --standardize`); None: raw images
+    input_mean: tuple[float, ...] | None = None
+    input_std: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "conv_channels", tuple(int(c) for c in self.conv_channels))
+        if (self.input_mean is None) != (self.input_std is None):
+            raise ValueError("input_mean and input_std must be given together")
+        if self.input_mean is not None and self.input_std is not None:
+            mean = tuple(float(v) for v in self.input_mean)
+            std = tuple(float(v) for v in self.input_std)
+            if len(mean) != self.channels or len(std) != self.channels:
+                raise ValueError(
+                    f"input_mean/input_std need one value per channel ({self.channels}), "
+                    f"got {len(mean)}/{len(std)}"
+                )
+            if not all(v > 0 for v in std):
+                raise ValueError(f"input_std must be positive, got {std}")
+            object.__setattr__(self, "input_mean", mean)
+            object.__setattr__(self, "input_std", std)
         if len(self.conv_channels) != 3:
             raise ValueError(f"conv_channels must have 3 entries, got {self.conv_channels}")
         if self.kernel_size % 2 != 1:
@@ -59,6 +77,9 @@ class CNNConfig:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["conv_channels"] = list(self.conv_channels)
+        for key in ("input_mean", "input_std"):
+            if out[key] is not None:
+                out[key] = list(out[key])
         return out
 
     @classmethod
@@ -120,11 +141,23 @@ class CircularConv2d(nn.Conv2d):
 
 
 class GlassCNN(nn.Module):
-    """conv1-act1-conv2-act2-conv3-act3 (circular, no pooling) -> fc -> dropout -> output."""
+    """conv1-act1-conv2-act2-conv3-act3 (circular, no pooling) -> fc -> dropout -> output.
+
+    With ``config.input_mean/input_std`` set, images are first standardised per channel by
+    those fixed numbers (non-trainable, not in the state dict: they live in the config), so
+    every caller (training, evaluation, Grad-CAM) feeds the same raw images."""
 
     def __init__(self, config: CNNConfig | None = None) -> None:
         super().__init__()
         self.config = config = config or CNNConfig()
+        if config.input_mean is not None and config.input_std is not None:
+            shape = (1, config.channels, 1, 1)
+            mean = torch.tensor(config.input_mean, dtype=torch.float32).reshape(shape)
+            scale = 1.0 / torch.tensor(config.input_std, dtype=torch.float32).reshape(shape)
+            self.register_buffer("input_mean", mean, persistent=False)
+            self.register_buffer("input_scale", scale, persistent=False)
+        else:
+            self.input_mean = self.input_scale = None
         c1, c2, c3 = config.conv_channels
         k = config.kernel_size
         self.conv1 = CircularConv2d(config.channels, c1, k)
@@ -139,6 +172,8 @@ class GlassCNN(nn.Module):
 
     def feature_maps(self, x: torch.Tensor) -> torch.Tensor:
         """A^m: the activations of the last convolutional layer, shape [B, c3, M, M]."""
+        if self.input_mean is not None:
+            x = (x - self.input_mean) * self.input_scale
         x = self.act1(self.conv1(x))
         x = self.act2(self.conv2(x))
         return self.act3(self.conv3(x))

@@ -23,6 +23,7 @@ autotuning and are not bit-reproducible.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -58,6 +59,63 @@ class TrainConfig:
     threads: int | None = None
     prefetch: int = 4
     augment: bool = False  # random periodic translations + square symmetries of train images
+    standardize: bool = False  # per-channel input standardisation with train-split statistics
+    lr_schedule: str = "constant"  # or "cosine": lr * (1 + cos(pi * epoch / epochs)) / 2
+    optimizer: str = "adam"  # adam (L2 weight decay), adamw (decoupled), sgd (momentum 0.9)
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {OPTIMIZERS}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(
+                f"unknown lr_schedule {self.lr_schedule!r}; choose one of {LR_SCHEDULES}"
+            )
+
+
+LR_SCHEDULES = ("constant", "cosine")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+
+
+def make_optimizer(
+    params: Any, config: TrainConfig, device: torch.device
+) -> torch.optim.Optimizer:
+    """The optimizer of ``config`` (fused kernels on CPU/CUDA for the Adam variants)."""
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay
+        )
+    cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    fused = device.type in ("cpu", "cuda")
+    return cls(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
+
+
+def epoch_lr(config: TrainConfig, epoch: int) -> float:
+    """Learning rate of epoch ``epoch`` (0-based): a function of the epoch only, so a resumed
+    run continues the same schedule."""
+    if config.lr_schedule == "cosine":
+        return config.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / max(config.epochs, 1)))
+    return config.lr
+
+
+def channel_statistics(data: SplitImages, batch_size: int = 64) -> tuple[list[float], list[float]]:
+    """Per-channel mean and standard deviation over every pixel of every image of a split
+    (float64 sums over the streamed batches)."""
+    total = np.zeros(data.channels)
+    total_sq = np.zeros(data.channels)
+    count = 0
+    for batch in data.batches(batch_size, shuffle=False):
+        x = batch.images.astype(np.float64)
+        total += x.sum(axis=(0, 2, 3))
+        total_sq += np.square(x).sum(axis=(0, 2, 3))
+        count += x.shape[0] * x.shape[2] * x.shape[3]
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
+    if not np.all(std > 0):
+        raise SchemaError(
+            f"{data.path}: arrays 'liquid/image', 'glass/image' of split {data.split!r} are "
+            f"constant in some channel (std {std.tolist()}); cannot standardise"
+        )
+    return mean.tolist(), std.tolist()
 
 
 class Reporter:
@@ -167,10 +225,12 @@ def _check_resume(ckpt: dict, model_config: CNNConfig, config: TrainConfig, wher
         if stored_model.get(k) != v
     ]
     stored_train = ckpt["train_config"]
+    defaults = asdict(TrainConfig())  # settings added later: a checkpoint without them used these
     diffs += [
-        f"train_config.{k}: checkpoint has {stored_train.get(k)!r}, run asks {v!r}"
+        f"train_config.{k}: checkpoint has {stored_train.get(k, defaults[k])!r}, run asks {v!r}"
         for k, v in asdict(config).items()
-        if k not in _RESUMABLE and stored_train.get(k) != v
+        if stored_train.get(k, defaults[k]) != v
+        and (k not in _RESUMABLE or (k == "epochs" and config.lr_schedule != "constant"))
     ]
     if diffs:
         raise SchemaError(
@@ -209,6 +269,11 @@ def train(
     if model_config is None:
         model_config = CNNConfig(channels=train_set.channels, grid=train_set.grid)
     model_config = CNNConfig.from_dict(model_config.to_dict())
+    if config.standardize and model_config.input_mean is None:
+        mean, std = channel_statistics(train_set, config.batch_size)
+        model_config = CNNConfig.from_dict(
+            {**model_config.to_dict(), "input_mean": mean, "input_std": std}
+        )
     val_set = SplitImages(samples, "val", model_config.grid, model_config.channels)
     test_set = SplitImages(samples, "test", model_config.grid, model_config.channels)
     if (train_set.grid, train_set.channels) != (model_config.grid, model_config.channels):
@@ -220,10 +285,7 @@ def train(
 
     torch.manual_seed(config.seed)
     model = GlassCNN(model_config).to(device)
-    fused = device.type in ("cpu", "cuda")
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=fused
-    )
+    optimizer = make_optimizer(model.parameters(), config, device)
     loss_fn = nn.CrossEntropyLoss()
 
     ckpt_path = out / CHECKPOINT
@@ -254,6 +316,9 @@ def train(
             augment=config.augment,
         )
         reporter.start_epoch(epoch, config.epochs, len(loader))
+        lr = epoch_lr(config, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
         t0 = time.perf_counter()
         loss_sum, correct, seen = 0.0, 0, 0
         for batch in loader:
@@ -273,6 +338,7 @@ def train(
         epoch_s = time.perf_counter() - t0
         record = {
             "epoch": epoch + 1,
+            "lr": lr,
             "train_loss": loss_sum / seen,
             "train_accuracy": correct / seen,
             "val_loss": val["loss"],

@@ -86,3 +86,36 @@ def test_wrong_input_size_is_named_and_config_roundtrip():
         CNNConfig(kernel_size=4)
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_input_standardisation_is_part_of_the_model_and_gradcam_sees_it():
+    """x -> (x - mean_c) / std_c inside forward: a standardised model on raw images equals the
+    same weights on standardised images; the stats round-trip through the config (checkpoint),
+    are not in the state dict, and Grad-CAM still equals captum's LayerGradCam."""
+    from captum.attr import LayerGradCam
+
+    from analysis.gradcam import grad_cam
+
+    mean, std = (0.4, 0.2), (0.5, 0.25)
+    cfg = CNNConfig(grid=16, input_mean=mean, input_std=std)
+    assert CNNConfig.from_dict(cfg.to_dict()) == cfg and cfg.to_dict()["input_mean"] == [0.4, 0.2]
+    torch.manual_seed(3)
+    model = GlassCNN(cfg).eval()
+    plain = GlassCNN(CNNConfig(grid=16)).eval()
+    assert model.state_dict().keys() == plain.state_dict().keys()
+    plain.load_state_dict(model.state_dict())
+    x = torch.rand(3, 2, 16, 16)
+    z = (x - torch.tensor(mean).view(1, 2, 1, 1)) / torch.tensor(std).view(1, 2, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), plain(z), atol=1e-5, rtol=1e-5)
+    cam, _ = grad_cam(model, x)
+    ref = LayerGradCam(model, model.get_submodule(GRADCAM_LAYER)).attribute(
+        x, target=1, relu_attributions=True
+    )
+    torch.testing.assert_close(cam, ref[:, 0].detach(), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="together"):
+        CNNConfig(input_mean=(0.0, 0.0))
+    with pytest.raises(ValueError, match="one value per channel"):
+        CNNConfig(input_mean=(0.0,), input_std=(1.0,))
+    with pytest.raises(ValueError, match="positive"):
+        CNNConfig(input_mean=(0.0, 0.0), input_std=(1.0, 0.0))

@@ -109,6 +109,33 @@ def test_checkpoint_loads_weights_only_and_metrics(reference_run):
     assert metrics["test"] == test
 
 
+def test_standardize_stores_train_statistics_and_resumes_exactly(store, tmp_path):
+    """--standardize: the train split's per-channel mean/std go into the model config (and the
+    checkpoint); with augmentation and the cosine schedule, kill/resume is still exact."""
+    cfg = TrainConfig(epochs=3, seed=2, augment=True, standardize=True, lr_schedule="cosine",
+                      **FAST)
+    ref = tmp_path / "ref"
+    metrics = train(store, ref, cfg)
+    data = SplitImages(store, "train")
+    root = zarr.open_group(store, mode="r")
+    images = np.concatenate([root[c]["image"][:][data.samples] for c in ("liquid", "glass")])
+    mc = load_checkpoint(ref)["model_config"]
+    np.testing.assert_allclose(mc["input_mean"], images.mean(axis=(0, 2, 3)), rtol=1e-6)
+    np.testing.assert_allclose(mc["input_std"], images.std(axis=(0, 2, 3)), rtol=1e-5)
+    assert metrics["model_config"]["input_std"] == mc["input_std"]
+    lrs = [h["lr"] for h in metrics["history"]]
+    assert lrs[0] == cfg.lr and lrs[0] > lrs[1] > lrs[2] > 0
+    out = tmp_path / "resumed"
+    train(store, out, cfg, stop_after_epoch=2)
+    train(store, out, cfg)
+    assert _same(_weights(ref), _weights(out))
+    # the cosine schedule depends on --epochs: changing it on resume is refused
+    with pytest.raises(SchemaError, match=r"train_config\.epochs"):
+        train(store, out, TrainConfig(**{**cfg.__dict__, "epochs": 4}))
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(lr_schedule="step")
+
+
 def test_accuracy_on_separable_synthetic_classes(tmp_path):
     path = tmp_path / "s.zarr"
     synthetic_samples_store(path, nsamples=40, natoms=100, grid=GRID, seed=11)

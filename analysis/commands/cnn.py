@@ -47,6 +47,14 @@ def register(app: typer.Typer) -> None:
             typer.Option(help="Random periodic translations and square symmetries of the "
                          "training images (exact symmetries of the box; off as in the paper)."),
         ] = False,
+        standardize: Annotated[
+            bool,
+            typer.Option(help="Standardise the input per channel with the train split's mean "
+                         "and std (stored in the model config, applied by gradcam too)."),
+        ] = False,
+        lr_schedule: Annotated[
+            str, typer.Option(help="constant, or cosine (lr decays to 0 over --epochs).")
+        ] = "constant",
     ) -> None:
         """Train the CNN on the train split, validate every epoch, checkpoint, and write
         metrics.json (test accuracy and confusion matrix = Table 2). Re-running the same
@@ -133,6 +141,8 @@ def register(app: typer.Typer) -> None:
                         threads=threads,
                         prefetch=prefetch,
                         augment=augment,
+                        standardize=standardize,
+                        lr_schedule=lr_schedule,
                     ),
                     cfg,
                     RichReporter(),

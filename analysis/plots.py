@@ -142,6 +142,9 @@ def violins(
             for body in part["bodies"]:
                 body.set_facecolor(colours[cls])
                 body.set_alpha(0.9)
+            for key in ("cbars", "cmins", "cmaxes", "cmeans"):
+                part[key].set_color("k")
+                part[key].set_linewidth(0.8)
     for cls, colour in colours.items():
         ax.bar([np.nan], [np.nan], color=colour, label=cls)
     ax.axhline(0, ls="--", lw=0.8, color="grey")

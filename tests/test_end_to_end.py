@@ -65,7 +65,9 @@ def test_report_references_only_real_files(tiny_run: Path):
     assert set(t5) == {"Gamma", "Upsilon", "Theta"}
     assert all(-1.0 <= v <= 1.0 for v in t5.values())
     metrics = json.loads((tiny_run / "model" / "metrics.json").read_text())
-    assert 0.0 <= metrics["test"]["accuracy"] <= 1.0
+    # the tiny preset's store is learnable (94 % measured): a network that learned nothing
+    # would give constant Grad-CAM scores and no Fig. 5
+    assert metrics["test"]["accuracy"] >= 0.75, metrics["test"]
     assert "no placeholder" not in page.lower() and "not available" not in page
     exported = list((tiny_run / "export").glob("*.extxyz"))
     assert exported, "no OVITO export"

@@ -349,7 +349,7 @@ def setup(lmp, step: int, **kw: str) -> None:
     lmp.command(f"variable dumping string {0 if dump.lower() in ('', 'none') else 1}")
     p = payload["p"]
     cage = K.Cage(payload["indptr"], payload["indices"], payload["definition"])
-    queue = parallel.WorkQueue(universe, payload["todo"].tolist())
+    queue = parallel.WorkQueue(universe, payload["todo"].tolist(), f"{p['out']}.claims")
     run = _Run(
         p=p,
         universe=universe,

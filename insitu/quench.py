@@ -276,7 +276,7 @@ def setup(lmp, step: int, **kw: str) -> None:
                 framestride,
             ),
         )
-    queue = parallel.WorkQueue(uni, todo)
+    queue = parallel.WorkQueue(uni, todo, f"{out}.claims")
     root = _is_root(lmp)
     writer = SampleWriter(out) if root else None
     _STATE = _State(params=params, out=out, queue=queue, writer=writer, todo=len(todo))

@@ -17,9 +17,8 @@ def write(tmp_path, text):
 
 
 def test_per_system_values_are_resolved(tmp_path):
-    p = load_preset(
-        write(tmp_path, '[run]\nsystem = "abm"\n[propensity]\ntemperatures = {kam = [0.4], abm = [1.1]}\n')
-    )
+    text = '[run]\nsystem = "abm"\n[propensity]\ntemperatures = {kam = [0.4], abm = [1.1]}\n'
+    p = load_preset(write(tmp_path, text))
     assert p["run"]["system"] == "abm"
     assert p["propensity"]["temperatures"] == [1.1]
     assert load_preset(str(tmp_path / "p.toml"), "kam")["propensity"]["temperatures"] == [0.4]

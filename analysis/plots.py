@@ -86,21 +86,28 @@ def curves(
     hlines: Mapping[str, float] | None = None,
     logx: bool = False,
     markers: Mapping[str, tuple[float, float]] | None = None,
+    references: Mapping[str, float] | None = None,
 ) -> Path:
     """Line plots (Figures 3, 5, 7, 8, S6, S7, training curves).
 
     ``x`` is one abscissa for all curves or one per curve (same keys as ``ys``); ``hlines``
     draws labelled horizontal reference lines (e.g. 1/e, 0); ``markers`` draws labelled points
-    (e.g. the paper's value) as stars.
+    (e.g. the paper's value) as stars; ``references`` draws, for a curve label, a dashed line in
+    that curve's colour at a reference value (e.g. the paper's C_max), named in the legend.
     """
     fig, ax = plt.subplots(figsize=(5.6, 4.0))
     for label, y in ys.items():
         xv = x[label] if isinstance(x, Mapping) else x
         err = None if yerr is None else yerr.get(label)
         if err is not None:
-            ax.errorbar(xv, y, yerr=err, label=label, capsize=2, marker="o", ms=3)
+            line = ax.errorbar(xv, y, yerr=err, label=label, capsize=2, marker="o", ms=3)[0]
         else:
-            ax.plot(xv, y, label=label, marker="o" if len(np.atleast_1d(y)) < 40 else None, ms=3)
+            (line,) = ax.plot(xv, y, label=label,
+                              marker="o" if len(np.atleast_1d(y)) < 40 else None, ms=3)
+        if references and label in references:
+            value = references[label]
+            ax.axhline(value, ls="--", lw=1.0, color=line.get_color(),
+                       label=f"{label}: paper {value:g}")
     for label, value in (hlines or {}).items():
         ax.axhline(value, ls="--", lw=0.8, color="grey")
         ax.annotate(label, (0.99, value), xycoords=("axes fraction", "data"), ha="right",

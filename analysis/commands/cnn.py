@@ -17,6 +17,29 @@ def _conv_channels(text: str) -> tuple[int, int, int]:
     return parts[0], parts[1], parts[2]
 
 
+def _progress(console: Any, info: bool) -> Any:
+    """The rich progress display of the long CNN stages (with a per-task ``info`` column)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
+    if info:
+        columns.append(TextColumn("{task.fields[info]}"))
+    return Progress(*columns, console=console)
+
+
 # options shared by `train` and `gradcam`
 DeviceOption = Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda[:i].")]
 ThreadsOption = Annotated[
@@ -63,14 +86,6 @@ def register(app: typer.Typer) -> None:
         metrics.json (test accuracy and confusion matrix = Table 2). Re-running the same
         command resumes after the last completed epoch."""
         from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
 
         from analysis.cnn import CNNConfig
         from analysis.train import Reporter, TrainConfig
@@ -78,15 +93,7 @@ def register(app: typer.Typer) -> None:
         from insitu.schema import SchemaError
 
         console = Console()
-        progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[info]}"),
-            console=console,
-        )
+        progress = _progress(console, info=True)
 
         class RichReporter(Reporter):
             def __init__(self) -> None:
@@ -179,14 +186,6 @@ def register(app: typer.Typer) -> None:
         provenance; misclassified samples are flagged (field 'correct')."""
         import torch
         from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
 
         from analysis.gradcam import run_gradcam
         from insitu.schema import SchemaError
@@ -194,14 +193,7 @@ def register(app: typer.Typer) -> None:
         if threads:
             torch.set_num_threads(threads)
         console = Console()
-        progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-        )
+        progress = _progress(console, info=False)
 
         class RichReporter:
             task: Any = None

@@ -6,7 +6,7 @@ Measured side by side in one run:
   ``padding_mode="circular"``, default Adam), synthetic tensors, no data path;
 * ``glasscam_bare``: our network and optimiser step (custom circular pad, fused Adam, in-place
   ReLUs, host allocator tuning), synthetic tensors: same computation, faster;
-* ``glasscam_train``: the real ``analysis.train.train`` loop streaming a synthetic
+* ``glasscam_train``: the real ``glasscam.analysis.cnn.train.train`` loop streaming a synthetic
   ``samples.zarr`` through Dask + prefetch: samples/s and the fraction of time waiting for data;
 * inference samples/s, Grad-CAM ms/sample (ours, batched, and captum's LayerGradCam) and the
   end-to-end ``run_gradcam`` (Grad-CAM + G^-1 + Zarr writes) ms/sample.
@@ -82,11 +82,16 @@ def _reference_model():
 def main() -> dict[str, Any]:
     import torch
     from captum.attr import LayerGradCam
+    from glasscam.analysis.cnn.gradcam import grad_cam, run_gradcam
+    from glasscam.analysis.cnn.network import (
+        GRADCAM_LAYER,
+        CNNConfig,
+        GlassCNN,
+        tune_host_allocator,
+    )
+    from glasscam.analysis.cnn.train import TrainConfig, train
 
-    from analysis.cnn import GRADCAM_LAYER, CNNConfig, GlassCNN, tune_host_allocator
-    from analysis.data import synthetic_samples_store
-    from analysis.gradcam import grad_cam, run_gradcam
-    from analysis.train import TrainConfig, train
+    from glasscam.testing import synthetic_samples_store
 
     threads = min(2, os.cpu_count() or 1)
     torch.set_num_threads(threads)

@@ -59,10 +59,9 @@ def best_wall_ms(fn, number: int = 5, repeat: int = 7) -> float:
 
 def per_sample() -> dict:
     import freud
-
-    from analysis.coarse_grain import PairList, coarse_grain_pairs
-    from analysis.indicators import compute_sample
-    from analysis.tong_tanaka import diameters_for
+    from glasscam.analysis.correlate.coarse_grain import PairList, coarse_grain_pairs
+    from glasscam.analysis.structure.indicators import compute_sample
+    from glasscam.analysis.structure.tong_tanaka import diameters_for
 
     freud.parallel.set_num_threads(1)
     pos, types, box = frame(2000, 1)
@@ -99,7 +98,7 @@ def per_sample() -> dict:
 
 
 def make_store(path: Path, nsamples: int, n: int = 2000) -> None:
-    from insitu.schema import create_samples_store
+    from glasscam.insitu.schema import create_samples_store
 
     params = {"nsamples": nsamples, "natoms": n, "channels": 2, "grid": 8, "ncool": 1,
               "seed": 1, "system": "kam"}
@@ -117,7 +116,7 @@ def make_store(path: Path, nsamples: int, n: int = 2000) -> None:
 
 
 def _warm_up() -> None:
-    from analysis.indicators import compute_sample
+    from glasscam.analysis.structure.indicators import compute_sample
 
     pos, types, box = frame(200, 0)
     compute_sample(pos, types, box, (1.0, 0.88))
@@ -127,8 +126,7 @@ def dask_speedup(nsamples_per_class: int = 300) -> dict:
     import time
 
     from distributed import Client, LocalCluster
-
-    from analysis.indicators import run_indicators
+    from glasscam.analysis.structure.indicators import run_indicators
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_ind_"))
     try:
@@ -169,7 +167,7 @@ def dask_speedup(nsamples_per_class: int = 300) -> dict:
 
 
 def cg_scaling(xi: float = 2.0) -> dict:
-    from analysis.coarse_grain import coarse_grain
+    from glasscam.analysis.correlate.coarse_grain import coarse_grain
 
     sizes = [2000, 8000, 32000]
     times = []

@@ -2,7 +2,7 @@
 memory vs the number of outputs, replica-steps/s on 1 and 2 ranks, and the projected cost of the
 paper's protocol (30 replicas x 3e8 steps at N = 2000).
 
-Numbers come from the log lines of ``insitu.propensity`` (wall time of each replica's MD incl.
+Numbers come from the log lines of ``glasscam.insitu.isoconfigurational`` (wall time of each replica's MD incl.
 the CRD hooks, peak RSS per rank, replica-steps/s over the replica phase), so LAMMPS/Python
 start-up is excluded. ``python -m benchmarks.run propensity`` or ``make bench``.
 """
@@ -62,7 +62,7 @@ def parse(out: str) -> dict[str, Any]:
 
 
 def main() -> None:
-    from analysis.propensity import make_reference_samples
+    from glasscam.testing import make_reference_samples
 
     result: dict[str, Any] = {"natoms": SIDE * SIDE, "model": "kam", "temp": 0.45}
     with tempfile.TemporaryDirectory() as tmp:

@@ -12,7 +12,7 @@ The plugin adds two styles to LAMMPS (DESIGN §2):
 are the deck's strings.  A Python exception (on any rank) stops LAMMPS with an error
 and the traceback on screen; a missing module or function is an error when the fix or
 command is created.  Modules in the current directory are importable (as with
-``python -c``).  Diagnostic hook: ``insitu insitu.plugin:diagnose out info.json``.
+``python -c``).  Diagnostic hook: ``insitu glasscam.insitu.plugin:diagnose out info.json``.
 
 Getting the plugin into LAMMPS
 ------------------------------
@@ -22,9 +22,9 @@ Getting the plugin into LAMMPS
 * Python: ``import lammps`` does the same at import time, so a later
   ``lammps.lammps()`` has the styles too.  Where that does not hold (a custom
   ``LAMMPS_PLUGIN_PATH``, an instance created before glasscam was installed), call
-  :func:`load` on the instance: ``insitu.plugin.load(lmp)`` issues
+  :func:`load` on the instance: ``glasscam.insitu.plugin.load(lmp)`` issues
   ``plugin load <path>`` unless the styles are already there.
-* Elsewhere: ``plugin load $(python -c 'import insitu.plugin as p; print(p.plugin_path())')``.
+* Elsewhere: ``plugin load $(python -c 'import glasscam.insitu.plugin as p; print(p.plugin_path())')``.
 
 Check with ``plugin list`` or ``info styles`` in a deck.  (``lmp -h`` cannot show plugin
 styles: LAMMPS 22Jul2025 prints its help before it auto-loads plugins.)
@@ -117,7 +117,7 @@ def diagnose(lmp, step, out: str | None = None, **kw) -> dict:
     import json
     import sys
 
-    import insitu
+    import glasscam.insitu as insitu
 
     info = {
         "step": int(step),

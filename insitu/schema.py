@@ -18,7 +18,7 @@ same chunk (no sharding). Arrays written by one process only (``split``, ``prope
         positions             f4 [S, N, 2]    wrapped into [0, L)
         types                 i1 [S, N]       0 = A, 1 = B
         box                   f8 [S, 2]       (Lx, Ly)
-        image                 f4 [S, C, M, M] gridized frame (insitu.gridize), written in situ
+        image                 f4 [S, C, M, M] gridized frame (glasscam.insitu.gridize), written in situ
         potential_energy      f8 [S]          per particle
         temperature           f8 [S]          instantaneous kinetic temperature
         seed                  i8 [S]          the seed the sample was generated from
@@ -402,7 +402,7 @@ def open_propensity_store(
 
 # ============================================================================================
 # indicators.zarr (glasscam.indicators/1) -- structural indicators, written by
-# `glasscam indicators` (analysis.indicators). Section owned by the indicators stage.
+# `glasscam indicators` (glasscam.analysis.structure.indicators). Section owned by the indicators stage.
 #
 #     liquid/, glass/                one group per class, each with
 #         voronoi       f8 [S, N]    Voronoi cell area ϒ (periodic 2D)
@@ -451,7 +451,7 @@ def open_indicators_store(
 
 # ============================================================================================
 # gradcam.zarr (glasscam.gradcam/1) -- Grad-CAM maps and particle scores, written by
-# `glasscam gradcam` (analysis.gradcam). Section owned by the CNN/Grad-CAM stage.
+# `glasscam gradcam` (glasscam.analysis.cnn.gradcam). Section owned by the CNN/Grad-CAM stage.
 #
 #     liquid/, glass/                one group per class of the *sample* (true label), each with
 #         cam           f4 [S, M, M] Grad-CAM map L^C = ReLU(sum_m w_m A^m) of the target class

@@ -5,9 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
-
-from analysis.cnn import (
+from glasscam.analysis.cnn.network import (
     GRADCAM_LAYER,
     CircularConv2d,
     CNNConfig,
@@ -16,6 +14,7 @@ from analysis.cnn import (
     probabilities,
     resolve_device,
 )
+from torch import nn
 
 
 @pytest.mark.parametrize("p", [1, 2])
@@ -93,8 +92,7 @@ def test_input_standardisation_is_part_of_the_model_and_gradcam_sees_it():
     same weights on standardised images; the stats round-trip through the config (checkpoint),
     are not in the state dict, and Grad-CAM still equals captum's LayerGradCam."""
     from captum.attr import LayerGradCam
-
-    from analysis.gradcam import grad_cam
+    from glasscam.analysis.cnn.gradcam import grad_cam
 
     mean, std = (0.4, 0.2), (0.5, 0.25)
     cfg = CNNConfig(grid=16, input_mean=mean, input_std=std)

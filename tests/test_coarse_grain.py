@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from analysis.coarse_grain import (
+from glasscam.analysis.correlate.coarse_grain import (
     CoarseGrainer,
     PairList,
     coarse_grain,

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from analysis.coarse_grain import coarse_grain, normalize
-from analysis.correlation import (
+from glasscam.analysis.correlate.coarse_grain import coarse_grain, normalize
+from glasscam.analysis.correlate.measures import (
     INV_E,
     first_crossing,
     inverse_e_length,
@@ -118,10 +117,9 @@ def test_scan_xi_finds_the_generating_length_and_flip():
 def make_run(tmp_path, n_side=20, nsamples=6, system="kam", nreplicas=9, noutputs=6,
              gradcam_n=None):
     import zarr
-
-    from analysis.coarse_grain import coarse_grain
-    from analysis.indicators import run_indicators
-    from insitu.schema import (
+    from glasscam.analysis.correlate.coarse_grain import coarse_grain
+    from glasscam.analysis.structure.indicators import run_indicators
+    from glasscam.insitu.schema import (
         create_gradcam_store,
         create_propensity_store,
         create_samples_store,
@@ -194,7 +192,7 @@ def read_csv(path):
 
 
 def test_correlate_end_to_end(tmp_path):
-    from analysis.correlate import CorrelateOptions, run_correlate
+    from glasscam.analysis.correlate.tables import CorrelateOptions, run_correlate
 
     run = make_run(tmp_path)
     opts = CorrelateOptions(xi_grid=(0.0, 1.0, 2.0, 3.0), split="all", dr=0.2, r_max_samples=5.0)
@@ -230,8 +228,11 @@ def test_correlate_end_to_end(tmp_path):
 
 def test_correlate_bad_inputs(tmp_path):
     import zarr
-
-    from analysis.correlate import CorrelateInputError, CorrelateOptions, run_correlate
+    from glasscam.analysis.correlate.tables import (
+        CorrelateInputError,
+        CorrelateOptions,
+        run_correlate,
+    )
 
     run = make_run(tmp_path, nsamples=3)
     opts = CorrelateOptions(xi_grid=(0.0, 1.0), split="all", r_max_samples=3.0)
@@ -272,9 +273,8 @@ def test_correlate_bad_inputs(tmp_path):
 
 
 def test_correlate_cli(tmp_path):
+    from glasscam.analysis.cli import app
     from typer.testing import CliRunner
-
-    from analysis.cli import app
 
     run = make_run(tmp_path, nsamples=3)
     res = CliRunner().invoke(

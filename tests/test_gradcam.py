@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 from captum.attr import LayerGradCam
+from glasscam.analysis.cnn.gradcam import grad_cam, particle_scores, run_gradcam
+from glasscam.analysis.cnn.network import GLASS, GRADCAM_LAYER, LIQUID, CNNConfig, GlassCNN
+from glasscam.analysis.cnn.train import TrainConfig, train
+from glasscam.insitu.gridize import deposition_weights, gridize
+from glasscam.insitu.schema import CLASSES, GRADCAM_SCHEMA, SchemaError, open_gradcam_store
 
-from analysis.cnn import GLASS, GRADCAM_LAYER, LIQUID, CNNConfig, GlassCNN
-from analysis.data import synthetic_samples_store
-from analysis.gradcam import grad_cam, particle_scores, run_gradcam
-from analysis.train import TrainConfig, train
-from insitu.gridize import deposition_weights, gridize
-from insitu.schema import CLASSES, GRADCAM_SCHEMA, SchemaError, open_gradcam_store
+from glasscam.testing import synthetic_samples_store
 
 GRID = 16
 
@@ -161,6 +161,6 @@ def zarr_open(path):
 
 
 def _load(model_dir):
-    from analysis.train import load_model
+    from glasscam.analysis.cnn.train import load_model
 
     return load_model(model_dir)

@@ -1,11 +1,10 @@
-"""Gridization G and its inverse (insitu.gridize): the properties DESIGN §5 asks for."""
+"""Gridization G and its inverse (glasscam.insitu.gridize): the properties DESIGN §5 asks for."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from insitu.gridize import deposition_weights, gridize, inverse_gridize
+from glasscam.insitu.gridize import deposition_weights, gridize, inverse_gridize
 
 
 def config(n: int = 300, box=(11.0, 13.0), seed: int = 0):

@@ -5,15 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import zarr
-
-from analysis.indicators import (
+from glasscam.analysis.structure.indicators import (
     IndicatorsInputError,
     compute_sample,
     load_indicators,
     run_indicators,
 )
-from analysis.tong_tanaka import diameters_for
-from insitu.schema import (
+from glasscam.analysis.structure.tong_tanaka import diameters_for
+from glasscam.insitu.schema import (
     ParameterMismatchError,
     SchemaError,
     create_samples_store,
@@ -145,9 +144,8 @@ def test_empty_split_missing_field_missing_system(tmp_path):
 
 
 def test_cli(samples, tmp_path):
+    from glasscam.analysis.cli import app
     from typer.testing import CliRunner
-
-    from analysis.cli import app
 
     out = tmp_path / "cli.zarr"
     res = CliRunner().invoke(

@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from analysis.pipeline import RunFolderError, claim_run_folder, deck_variables, lammps_argv
-from analysis.presets import PresetError, load_preset
+from glasscam.analysis.pipeline.presets import PresetError, load_preset
+from glasscam.analysis.pipeline.runner import (
+    RunFolderError,
+    claim_run_folder,
+    deck_variables,
+    lammps_argv,
+)
 
 
 def write(tmp_path, text):

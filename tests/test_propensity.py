@@ -1,8 +1,8 @@
-"""The in-situ dynamic propensity (inputs/*/propensity.in + insitu.propensity) on the real LAMMPS.
+"""The in-situ dynamic propensity (inputs/*/propensity.in + glasscam.insitu.isoconfigurational) on the real LAMMPS.
 
-Every run starts from small (N = 256) glasses made by ``analysis.propensity.make_reference_samples``
+Every run starts from small (N = 256) glasses made by ``glasscam.analysis.dynamics.propensity.make_reference_samples``
 and is checked against the offline recomputation from a dumped unwrapped trajectory of the same
-run (``analysis.propensity``), which shares only the pure CRD kernel with the in-situ path.
+run (``glasscam.analysis.dynamics.propensity``), which shares only the pure CRD kernel with the in-situ path.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from glasscam.analysis.dynamics import propensity as ap
+from glasscam.insitu.schema import create_samples_store, open_propensity_store
 
-from analysis import propensity as ap
-from insitu.schema import create_samples_store, open_propensity_store
+from glasscam.testing import make_reference_samples
 from tests.conftest import INPUTS, lammps_command, run_lammps
 
 KAM = INPUTS / "kam" / "propensity.in"
@@ -31,7 +32,7 @@ T_HOT = 0.6  # above T* ≈ 0.37 of the KAM
 def samples(tmp_path_factory) -> Path:
     """KAM glasses: samples 0 and 2 done, 1 not done."""
     path = tmp_path_factory.mktemp("samples") / "samples.zarr"
-    return ap.make_reference_samples(path, side=16, nsamples=3, not_done=(1,), seed=5)
+    return make_reference_samples(path, side=16, nsamples=3, not_done=(1,), seed=5)
 
 
 def propensity_vars(samples: Path, out: Path, **extra) -> dict[str, object]:
@@ -268,12 +269,49 @@ def test_bad_input_fails_before_md(samples, other_schema, tmp_path, change, mess
         assert not out.exists()
 
 
+@pytest.fixture
+def tampered(samples, tmp_path) -> Path:
+    """A copy of the KAM samples whose recorded potential has another σ_AB."""
+    import shutil
+
+    import zarr
+
+    path = tmp_path / "tampered.zarr"
+    shutil.copytree(samples, path)
+    root = zarr.open_group(path, mode="r+")
+    root.attrs["parameters"] = {**root.attrs["parameters"], "sigmaAB": 0.85}
+    return path
+
+
+@pytest.mark.parametrize(
+    "deck,store,message",
+    [
+        (ABM, "SAMPLES", "field 'model' of the samples store is 'kam', this run is 'abm'"),
+        (KAM, "TAMPERED", "field 'sigmaAB' of the samples store is 0.85, the kam model table "
+                          "says 0.8"),
+    ],
+)
+def test_samples_of_another_model_or_potential_are_refused_before_md(
+    samples, tampered, tmp_path, deck, store, message
+) -> None:
+    source = {"SAMPLES": samples, "TAMPERED": tampered}[store]
+    before = tree_digest(source)
+    out = tmp_path / "p.zarr"
+    proc = run_lammps(deck, propensity_vars(source, out, nreplicas=1), cwd=tmp_path, check=False)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert message in text, text[-3000:]
+    assert "Setting up Verlet run" not in text and "Loop time" not in text
+    assert not out.exists()
+    assert tree_digest(source) == before
+
+
 # ------------------------------------------------------------------------------------------
 # ABM deck
 
 
 def test_abm_deck(tmp_path) -> None:
-    samples = ap.make_reference_samples(
+    samples = make_reference_samples(
         tmp_path / "abm.zarr", side=16, nsamples=1, not_done=(), model="abm", ncool=1000
     )
     out, dump = tmp_path / "p.zarr", tmp_path / "trj"
@@ -288,7 +326,7 @@ def test_abm_deck(tmp_path) -> None:
 
 def test_store_of_samples_schema_is_ok_for_schema_tools(tmp_path) -> None:
     """make_reference_samples writes a store the schema module accepts (the test glass source)."""
-    from insitu.schema import open_samples_store
+    from glasscam.insitu.schema import open_samples_store
 
     path = tmp_path / "s.zarr"
     create_samples_store(

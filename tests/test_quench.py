@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import INPUTS, lammps_command, run_lammps
-
-from insitu import schema
-from insitu.gridize import gridize
-from insitu.quench import lammps_seeds, parse_parameters, sample_seed
+from glasscam.insitu import schema
+from glasscam.insitu.deck import InputError
+from glasscam.insitu.gridize import gridize
+from glasscam.insitu.quench import lammps_seeds, parse_parameters, sample_seed
 
 KAM = INPUTS / "kam" / "quench.in"
 ABM = INPUTS / "abm" / "quench.in"
@@ -94,7 +94,7 @@ def test_store_schema_and_snapshot_physics(tmp_path, deck, model, frac_a, t_liqu
          "nrecord": 500, "grid": m, "seed": 7},
         cwd=tmp_path,
     )
-    assert proc.stdout.count("insitu.quench: sample") == ns
+    assert proc.stdout.count("glasscam quench: sample") == ns
     root = schema.open_samples_store(out)  # validates every array's dtype and shape
     params = root.attrs["parameters"]
     assert root.attrs["schema"] == "glasscam.samples/1"
@@ -147,7 +147,7 @@ def test_deck_variables_and_shared_protocol():
     for deck, text in texts.items():
         for name, default in [("out", None), ("nsamples", None), ("natoms", "2000"),
                               ("seed", "1"), ("rate", None), ("nequil", None), ("grid", "64"),
-                              ("channels", "2"), ("dt", None), ("fracA", None), ("rho", "1.2")]:
+                              ("channels", "2"), ("dt", None)]:
             m = re.search(rf"^variable\s+{name}\s+index\s+(\S+)", text, re.M)
             assert m, f"{deck}: deck variable '{name}' (index style) missing"
             if default is not None:
@@ -155,6 +155,14 @@ def test_deck_variables_and_shared_protocol():
             assert re.search(rf"^#\s+{name}\b", text, re.M) or name in ("out",), name
     protocols = [t.split("# ==== protocol", 1)[1] for t in texts.values()]
     assert protocols[0] == protocols[1], "the protocol part of the decks must stay identical"
+    # the model is the table's: no potential, composition, density or temperature literal
+    for deck, text in texts.items():
+        code = "\n".join(line.split("#")[0] for line in text.splitlines())
+        assert "pair_coeff" not in code and "pair_style" not in code, deck
+        for name in ("fracA", "rho", "Thigh", "TL", "TG", "sigmaAA", "epsAB"):
+            assert not re.search(rf"^variable\s+{name}\s", code, re.M), (deck, name)
+        assert "glasscam.insitu.systems:define model ${model}" in code
+        assert "glasscam.insitu.systems:potential model ${model}" in code
 
 
 def test_seeds_are_deterministic_distinct_and_valid():
@@ -169,20 +177,33 @@ def test_seeds_are_deterministic_distinct_and_valid():
 def test_parameters_are_checked():
     kw = {"out": "x", "model": "kam", "nsamples": "2", "natoms": "200", "seed": "1",
           "rate": "0.2", "nequil": "10", "dt": "0.005", "tdamp": "0.5", "fracA": "0.65",
-          "rho": "1.2", "Thigh": "4.0", "TL": "0.8", "TG": "0.05", "sigmaAA": "1",
-          "sigmaAB": "0.8", "sigmaBB": "0.88", "epsAA": "1", "epsAB": "1.5", "epsBB": "0.5",
-          "cutoff": "2.5", "grid": "16", "channels": "2", "kernel": "cic", "nrecord": "100",
-          "nliquid": "3200", "nglass": "750"}
+          "rho": "1.2", "Thigh": "4.0", "TL": "0.8", "TG": "0.05", "grid": "16",
+          "channels": "2", "kernel": "cic", "nrecord": "100"}
     p = parse_parameters(kw)
+    # cooling steps from the rate: (4.0 - 0.8) / (0.2 * 0.005) = 3200, (0.8 - 0.05) / 0.001 = 750
+    assert (p["nliquid"], p["nglass"]) == (3200, 750)
     assert p["ncool"] == 41 and p["natomsA"] == 130
-    with pytest.raises(TypeError, match="'bogus'"):
+    # the potential is the model table's, recorded with the parameters
+    assert (p["sigmaAB"], p["epsAB"], p["cutoff"]) == (0.8, 1.5, 2.5)
+    with pytest.raises(InputError, match="'bogus'"):
         parse_parameters({**kw, "bogus": "1"})
-    with pytest.raises(ValueError, match="nliquid"):
-        parse_parameters({**kw, "nliquid": "3000"})
-    with pytest.raises(ValueError, match="natoms"):
+    with pytest.raises(InputError, match="'sigmaAA'"):  # no longer a keyword: the table's
+        parse_parameters({**kw, "sigmaAA": "1"})
+    with pytest.raises(InputError, match="'natoms' must be an integer"):
         parse_parameters({**kw, "natoms": "two"})
-    with pytest.raises(TypeError, match="missing keyword.*rate"):
+    with pytest.raises(InputError, match="not set: rate"):
         parse_parameters({k: v for k, v in kw.items() if k != "rate"})
+    with pytest.raises(InputError, match="rate must be > 0"):
+        parse_parameters({**kw, "rate": "0"})
+    with pytest.raises(InputError, match="grid must be >= 4"):
+        parse_parameters({**kw, "grid": "1"})
+    with pytest.raises(InputError, match="model = 'kma' is not a model"):
+        parse_parameters({**kw, "model": "kma"})
+    # integers are exact: a 63-bit seed survives, an integral 2e2 is accepted, 2.5 is not
+    assert parse_parameters({**kw, "seed": "123456789012345678"})["seed"] == 123456789012345678
+    assert parse_parameters({**kw, "natoms": "2e2"})["natoms"] == 200
+    with pytest.raises(InputError, match="'natoms' must be an integer, got '200.5'"):
+        parse_parameters({**kw, "natoms": "200.5"})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -195,7 +216,7 @@ def test_two_partitions_give_bit_for_bit_the_samples_of_one(reference, tmp_path)
     proc = run_lammps(KAM, {"out": out, "nsamples": NFAST, **FAST}, np=2, partitions="2x1",
                       cwd=tmp_path)
     text = output(proc, tmp_path)
-    written = re.findall(r"insitu\.quench: sample (\d+) written", text)
+    written = re.findall(r"quench: sample (\d+) written", text)
     assert sorted(map(int, written)) == list(range(NFAST)), "each sample once, by some partition"
     assert schema.done_samples(schema.open_samples_store(out)).all()
     assert_same_samples(reference, out, range(NFAST))
@@ -253,26 +274,6 @@ def test_sigkill_then_resume_finishes_only_the_missing_samples(reference, tmp_pa
         assert sample_files(out, i) == before[i], f"sample {i} was rewritten"
 
 
-def test_hook_off_runs_the_same_md_without_python(tmp_path):
-    proc = run_lammps(KAM, {"out": tmp_path / "none.zarr", "hook": 0, "nsamples": 2, **FAST},
-                      cwd=tmp_path)
-    assert "insitu: calling" not in proc.stdout and "insitu.quench" not in proc.stdout
-    assert proc.stdout.count("Loop time") == 2 * 4  # minimise, equilibrate, 2 cooling runs
-    assert not (tmp_path / "none.zarr").exists()
-
-
-def test_stress_path_writes_every_frame(tmp_path):
-    out, frames = tmp_path / "samples.zarr", tmp_path / "frames.zarr"
-    run_lammps(KAM, {"out": out, "frames": frames, "framestride": 100, "nsamples": 2, **FAST},
-               cwd=tmp_path)
-    import zarr
-
-    image = zarr.open_group(frames, mode="r")["image"][:]
-    per_sample = 3950 // 100 + 1
-    assert image.shape == (2 * per_sample, 2, 16, 16)
-    np.testing.assert_allclose(image.sum(axis=(2, 3)), [[130, 70]] * len(image), rtol=1e-5)
-
-
 # ----------------------------------------------------------------------------------------------
 # bad input: LAMMPS stops, names the problem, the store is untouched
 
@@ -291,7 +292,7 @@ def test_missing_module_is_named(tmp_path):
 
 
 def test_unknown_hook_keyword_is_named(tmp_path):
-    proc = run_lammps(deck(tmp_path, "insitu insitu.quench:snapshot class glass colour blue\n"),
+    proc = run_lammps(deck(tmp_path, "insitu glasscam.insitu.quench:snapshot class glass colour blue\n"),
                       check=False, cwd=tmp_path)
     assert proc.returncode != 0
     assert "unknown keyword(s) 'colour'" in output(proc)
@@ -311,12 +312,12 @@ pair_style lj/cut 2.5
 pair_coeff 1 1 1.0 1.0
 fix 1 all nve
 fix 2d all enforce2d
-fix rec all insitu 5 insitu.quench:record
+fix rec all insitu 5 glasscam.insitu.quench:record
 run 20
 """
     proc = run_lammps(deck(tmp_path, body), check=False, cwd=tmp_path)
     assert proc.returncode != 0
-    assert "called before insitu.quench:setup" in output(proc)
+    assert "called before glasscam.insitu.quench:setup" in output(proc)
 
 
 @pytest.mark.parametrize(

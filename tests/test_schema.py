@@ -1,4 +1,4 @@
-"""Store schemas (insitu.schema) and the sample-store writer (insitu.store), without LAMMPS."""
+"""Store schemas (glasscam.insitu.schema) and the sample-store writer (glasscam.insitu.store), without LAMMPS."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ import json
 
 import numpy as np
 import pytest
-
-from insitu import schema
-from insitu.store import SampleWriter, Snapshot, prepare_samples_store
+from glasscam.insitu import schema
+from glasscam.insitu.store import SampleWriter, Snapshot, prepare_samples_store
 
 PARAMS = {
     "model": "kam",

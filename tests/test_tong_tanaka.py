@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from analysis.tong_tanaka import DIAMETERS, TongTanaka, ideal_angle_table, tong_tanaka
+from glasscam.analysis.structure.tong_tanaka import (
+    DIAMETERS,
+    TongTanaka,
+    ideal_angle_table,
+    tong_tanaka,
+)
 
 
 def centered_rect_lattice(nx: int, ny: int, a: float, h: float):

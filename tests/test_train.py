@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 import torch
 import zarr
+from glasscam.analysis.cli import app
+from glasscam.analysis.cnn.data import SplitImages
+from glasscam.analysis.cnn.train import CHECKPOINT, METRICS, TrainConfig, load_checkpoint, train
+from glasscam.insitu.schema import SPLITS, SchemaError
 from typer.testing import CliRunner
 
-from analysis.cli import app
-from analysis.data import SplitImages, synthetic_samples_store
-from analysis.train import CHECKPOINT, METRICS, TrainConfig, load_checkpoint, train
-from insitu.schema import SPLITS, SchemaError
+from glasscam.testing import synthetic_samples_store
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = 16
@@ -209,7 +210,7 @@ def test_cli_train_and_gradcam(store, tmp_path):
 
 
 def test_help_does_not_import_torch():
-    code = "import sys; from analysis.cli import app; print('torch' in sys.modules)"
+    code = "import sys; from glasscam.analysis.cli import app; print('torch' in sys.modules)"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                          check=True, cwd=REPO)
@@ -233,8 +234,7 @@ needs_lammps = pytest.mark.skipif(not _lammps_ready(), reason="quench deck or lm
 def test_real_quench_store_train_and_gradcam(tmp_path):
     """Fast: a tiny real store (10 pairs, N = 200, 16 x 16) through train and gradcam."""
     from conftest import run_lammps
-
-    from analysis.gradcam import run_gradcam
+    from glasscam.analysis.cnn.gradcam import run_gradcam
 
     store = tmp_path / "samples.zarr"
     run_lammps(QUENCH, {"out": store, "nsamples": 10, "natoms": 200, "rate": 0.2,
@@ -258,8 +258,7 @@ def test_real_quench_store_accuracy(tmp_path):
     """The issue's check: 64 + 64 real KAM samples of N = 500 (the demo preset's quench), test
     accuracy >= 95 %. ~3-6 min of MD on 2 cores, then ~40 s of training."""
     from conftest import run_lammps
-
-    from analysis.cnn import CNNConfig
+    from glasscam.analysis.cnn.network import CNNConfig
 
     store = tmp_path / "samples.zarr"
     run_lammps(QUENCH, {"out": store, "nsamples": 64, "natoms": 500, "rate": 0.02,

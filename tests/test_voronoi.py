@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from glasscam.insitu.geometry import PeriodicVoronoi, voronoi_volumes
 
-from analysis.voronoi import PeriodicVoronoi, freud_voronoi, voronoi_volumes
+from glasscam.testing import freud_voronoi
 
 
 def square_lattice(n: int, a: float = 1.0) -> tuple[np.ndarray, np.ndarray]:

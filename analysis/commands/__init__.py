@@ -1,1 +1,0 @@
-"""One module per `glasscam` subcommand group; each defines ``register(app)``."""

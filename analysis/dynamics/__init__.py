@@ -1,0 +1,1 @@
+"""Dynamic propensity Δ and δ read back from isoconfigurational stores (paper §3.5)."""

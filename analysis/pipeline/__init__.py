@@ -1,0 +1,1 @@
+"""Presets and `glasscam run`: every stage of the workflow in order, resumable."""

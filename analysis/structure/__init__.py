@@ -1,0 +1,1 @@
+"""Hand-made structural indicators: Voronoi volume ϒ, Tong–Tanaka order parameter Θ, g(r)."""

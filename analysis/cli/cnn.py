@@ -174,7 +174,7 @@ def register(app: typer.Typer) -> None:
         samples: Annotated[Path, typer.Option(help="samples.zarr the model was trained on.")],
         model: Annotated[Path, typer.Option(help="Model folder written by `glasscam train`.")],
         out: Annotated[Path, typer.Option(help="gradcam.zarr to write (resumed if it exists).")],
-        split: Annotated[str, typer.Option(help="train, val or test.")] = "test",
+        split: Annotated[str, typer.Option(help="all, train, val or test.")] = "test",
         target: Annotated[str, typer.Option(help="Class C of the Grad-CAM map.")] = "glass",
         batch_size: Annotated[int, typer.Option(help="Images per Grad-CAM batch.")] = 64,
         device: DeviceOption = "auto",

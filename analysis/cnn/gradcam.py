@@ -30,8 +30,14 @@ from typing import Any
 import numpy as np
 import torch
 from glasscam.analysis.cnn.network import GLASS, GRADCAM_LAYER, resolve_device, tune_host_allocator
+from glasscam.analysis.stage import SampleStage, StageInputError, select_samples
 from glasscam.insitu.gridize import inverse_gridize
-from glasscam.insitu.schema import CLASSES, create_gradcam_store, open_gradcam_store
+from glasscam.insitu.schema import (
+    CLASSES,
+    SchemaError,
+    create_gradcam_store,
+    open_gradcam_store,
+)
 from torch import nn
 
 
@@ -89,6 +95,106 @@ def _sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+class GradCAM(SampleStage):
+    """Grad-CAM maps, logits and Γ of every selected sample (the stage of ``gradcam.zarr``)."""
+
+    name = "gradcam"
+    inputs = ("image", "positions", "box")
+    create = staticmethod(create_gradcam_store)
+    open = staticmethod(open_gradcam_store)
+    transient = ("_model",)
+
+    def __init__(self, samples, model_dir, out, split: str = "test", target: str = "glass",
+                 device: str = "auto"):
+        from glasscam.analysis.cnn.train import load_checkpoint
+
+        super().__init__(samples, out, split)
+        if target not in CLASSES:
+            raise StageInputError(f"unknown target class {target!r}; choose one of {CLASSES}")
+        self.target = target
+        self.device = str(resolve_device(device))
+        self.checkpoint = _checkpoint_path(model_dir)
+        ckpt = load_checkpoint(self.checkpoint)
+        self.config = ckpt["model_config"]
+        image = self.source["liquid/image"]
+        for name, want, have in (("grid size M", self.config["grid"], image.shape[-1]),
+                                 ("channels C", self.config["channels"], image.shape[1])):
+            if int(want) != int(have):
+                raise SchemaError(
+                    f"{self.samples}: arrays 'liquid/image', 'glass/image' have {name} = {have} "
+                    f"(image shape {tuple(image.shape[1:])}), but the model {self.checkpoint} "
+                    f"expects {name} = {want}"
+                )
+        self.kernel = str(self.samples_parameters.get("kernel", "cic"))
+        self.compute_s = 0.0
+        self._provenance = self._model_provenance(ckpt)
+
+    def _model_provenance(self, ckpt: dict) -> dict[str, Any]:
+        from glasscam.analysis.cnn.train import METRICS
+
+        metrics_path = Path(self.checkpoint).parent / METRICS
+        test_acc = None
+        if metrics_path.exists():
+            test_acc = json.loads(metrics_path.read_text()).get("test", {}).get("accuracy")
+        return {
+            "checkpoint": self.checkpoint,
+            "sha256": _sha256(self.checkpoint),
+            "epochs_trained": int(ckpt["epoch"]),
+            "model_config": ckpt["model_config"],
+            "train_config": ckpt["train_config"],
+            "trained_on": ckpt.get("samples"),
+            "test_accuracy": test_acc,
+            "torch": str(torch.__version__),
+            "device": self.device,
+        }
+
+    def parameters(self) -> dict[str, Any]:
+        return {
+            "samples": self.samples,
+            "model": self.checkpoint,
+            "split": self.split,
+            "target_class": self.target,
+            "layer": GRADCAM_LAYER,
+            "kernel": self.kernel,
+            "grid": int(self.config["grid"]),
+        }
+
+    def provenance(self) -> dict[str, Any]:
+        return self._provenance
+
+    def update_provenance(self, root) -> None:
+        root.attrs["model"] = json.loads(json.dumps(self._provenance))
+
+    def setup(self) -> None:
+        from glasscam.analysis.cnn.train import load_model
+
+        tune_host_allocator()
+        self._model, _ = load_model(Path(self.checkpoint).parent, self.device)
+
+    def compute(self, cls: str, inputs) -> dict[str, np.ndarray]:
+        t0 = time.perf_counter()
+        x = torch.from_numpy(np.ascontiguousarray(inputs["image"])).to(self.device)
+        cam_t, logits_t = grad_cam(self._model, x, CLASSES.index(self.target))
+        cam, logits = cam_t.float().cpu().numpy(), logits_t.float().cpu().numpy()
+        self.compute_s += time.perf_counter() - t0
+        gamma = np.stack([
+            particle_scores(cam[k], inputs["positions"][k], inputs["box"][k], self.kernel)
+            for k in range(len(cam))
+        ]).astype(np.float32)
+        return {"cam": cam, "gamma": gamma, "logits": logits,
+                "correct": logits.argmax(1) == CLASSES.index(cls)}
+
+
+def _checkpoint_path(model_dir: str | os.PathLike) -> str:
+    from glasscam.analysis.cnn.train import CHECKPOINT
+
+    path = Path(model_dir)
+    path = path / CHECKPOINT if path.is_dir() or not path.suffix else path
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no checkpoint (train a model with `glasscam train`)")
+    return os.path.abspath(path)
+
+
 def run_gradcam(
     samples: str | os.PathLike,
     model_dir: str | os.PathLike,
@@ -97,7 +203,6 @@ def run_gradcam(
     batch_size: int = 64,
     device: str = "auto",
     target: str = "glass",
-    prefetch: int = 4,
     reporter: Any | None = None,
 ) -> dict[str, Any]:
     """Grad-CAM and Γ for every done sample (both classes) of ``split`` into ``out``.
@@ -105,107 +210,37 @@ def run_gradcam(
     Resumable: an existing store with the same parameters keeps its done samples. Returns a
     summary (items computed, misclassified items, ms per sample).
     """
-    from glasscam.analysis.cnn.data import SplitImages
-    from glasscam.analysis.cnn.train import METRICS, load_model
+    stage = GradCAM(samples, model_dir, out, split, target, device)
+    started = False
 
-    if target not in CLASSES:
-        raise ValueError(f"unknown target class {target!r}; choose one of {CLASSES}")
-    dev = resolve_device(device)
-    tune_host_allocator()
-    model, ckpt = load_model(model_dir, dev)
-    cfg = model.config
-    data = SplitImages(
-        samples, split, cfg.grid, cfg.channels, what=f"the model {ckpt['path']}"
+    def progress(done: int, total: int) -> None:
+        nonlocal started
+        if reporter is None:
+            return
+        if not started:
+            reporter.start(total)
+            started = True
+        reporter.advance(done - getattr(progress, "last", 0))
+        progress.last = done  # type: ignore[attr-defined]
+
+    root = stage.open_or_create()
+    selected = sum(
+        len(select_samples(stage.source, cls, split, stage.samples)) for cls in CLASSES
     )
-    sparams = data.parameters
-    natoms = int(data.root["liquid/positions"].shape[1])
-    kernel = str(sparams.get("kernel", "cic"))
-    params = {
-        "samples": os.path.abspath(data.path),
-        "model": os.path.abspath(ckpt["path"]),
-        "split": split,
-        "target_class": target,
-        "layer": GRADCAM_LAYER,
-        "kernel": kernel,
-        "nsamples": data.nsamples,
-        "natoms": natoms,
-        "grid": cfg.grid,
-    }
-    metrics_path = Path(ckpt["path"]).parent / METRICS
-    test_acc = None
-    if metrics_path.exists():
-        test_acc = json.loads(metrics_path.read_text()).get("test", {}).get("accuracy")
-    provenance = {
-        "checkpoint": os.path.abspath(ckpt["path"]),
-        "sha256": _sha256(ckpt["path"]),
-        "epochs_trained": int(ckpt["epoch"]),
-        "model_config": ckpt["model_config"],
-        "train_config": ckpt["train_config"],
-        "trained_on": ckpt.get("samples"),
-        "test_accuracy": test_acc,
-        "torch": str(torch.__version__),
-        "device": str(dev),
-    }
-    out = Path(out)
-    if out.exists():
-        root = open_gradcam_store(out, mode="r+", expect=params)
-        root.attrs["model"] = json.loads(json.dumps(provenance))
-    else:
-        root = create_gradcam_store(out, params, provenance)
-
-    done = {c: np.asarray(root[f"{cls}/done"][:]) for c, cls in enumerate(CLASSES)}
-    codes = data.codes
-    cls_of, smp_of = np.divmod(codes, data.nsamples)
-    todo = codes[~np.array([done[c][s] for c, s in zip(cls_of, smp_of, strict=True)], bool)]
-    target_idx = CLASSES.index(target)
-    if reporter is not None:
-        reporter.start(len(todo))
-    t0 = time.perf_counter()
-    compute_s = 0.0
-    loader = data.batches(batch_size, codes=todo, prefetch=prefetch)
-    for batch in loader:
-        t1 = time.perf_counter()
-        x = torch.from_numpy(batch.images).to(dev, non_blocking=True)
-        cam_t, logits_t = grad_cam(model, x, target_idx)
-        cam, logits = cam_t.float().cpu().numpy(), logits_t.float().cpu().numpy()
-        compute_s += time.perf_counter() - t1
-        correct = logits.argmax(1) == batch.labels
-        for c, cls in enumerate(CLASSES):
-            sel = np.flatnonzero(batch.classes == c)
-            if sel.size == 0:
-                continue
-            order = sel[np.argsort(batch.samples[sel], kind="stable")]
-            idx = batch.samples[order]
-            grp = root[cls]
-            positions = data.root[f"{cls}/positions"].get_orthogonal_selection((idx,))
-            boxes = data.root[f"{cls}/box"].get_orthogonal_selection((idx,))
-            gamma = np.stack(
-                [
-                    particle_scores(cam[i], positions[j], boxes[j], kernel)
-                    for j, i in enumerate(order)
-                ]
-            ).astype(np.float32)
-            grp["cam"].set_orthogonal_selection((idx,), cam[order])
-            grp["gamma"].set_orthogonal_selection((idx,), gamma)
-            grp["logits"].set_orthogonal_selection((idx,), logits[order])
-            grp["correct"].set_orthogonal_selection((idx,), correct[order])
-            grp["done"].set_orthogonal_selection((idx,), np.ones(len(idx), bool))  # last
-        if reporter is not None:
-            reporter.advance(len(batch.labels))
-    wall = time.perf_counter() - t0
-
+    summary = stage.run("serial", batch_size, progress=progress, echo=lambda _: None)
     wrong = []
     for cls in CLASSES:
         grp = root[cls]
         mask = np.asarray(grp["done"][:]) & ~np.asarray(grp["correct"][:])
         wrong += [{"class": cls, "sample": int(s)} for s in np.flatnonzero(mask)]
+    items = summary["samples"]
     return {
         "out": str(out),
-        "items": int(len(todo)),
-        "already_done": int(len(codes) - len(todo)),
+        "items": int(items),
+        "already_done": int(selected - items),
         "misclassified": wrong,
-        "wall_s": wall,
-        "gradcam_ms_per_sample": 1e3 * compute_s / max(len(todo), 1),
-        "wall_ms_per_sample": 1e3 * wall / max(len(todo), 1),
-        "device": str(dev),
+        "wall_s": summary["wall_s"],
+        "gradcam_ms_per_sample": 1e3 * stage.compute_s / max(items, 1),
+        "wall_ms_per_sample": 1e3 * summary["wall_s"] / max(items, 1),
+        "device": stage.device,
     }

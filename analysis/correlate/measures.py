@@ -27,9 +27,8 @@ from glasscam.analysis.correlate.coarse_grain import (
     coarse_grain_pairs,
     normalize,
 )
+from glasscam.analysis.paper import INV_E
 from glasscam.insitu.geometry import check_configuration
-
-INV_E = float(np.exp(-1.0))
 
 
 @dataclass(frozen=True)

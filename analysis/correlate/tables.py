@@ -46,10 +46,10 @@ from glasscam.analysis.correlate.measures import (
     zero_crossing,
 )
 from glasscam.analysis.dynamics.propensity import ensemble_splits, output_at_delta
+from glasscam.analysis.paper import XI_DELTA
 from glasscam.insitu.geometry import Box
 
 INDICATORS = ("gamma", "voronoi", "ttop")
-PAPER_XI_DELTA = 4.0  # paper Table 3 (DESIGN §5): fallback when C_Δ never reaches 1/e
 SYMBOLS = {"gamma": "Gamma", "voronoi": "Upsilon", "ttop": "Theta"}
 # True: 1 − α is correlated with Δ (paper Figs 1, 2, 5, 7 and §4.6)
 FLIP: dict[str, dict[str, bool]] = {
@@ -275,9 +275,9 @@ def analyse_propensity(
     if not np.isfinite(xi_d):
         # C_Δ stays above 1/e up to L/2: the box is too small to see ξ_Δ. Fall back to the
         # paper's ξ_Δ = 4 (capped at L/4) and say so in the table rather than stop the run.
-        xi_d = min(PAPER_XI_DELTA, r_half / 2)
+        xi_d = min(XI_DELTA, r_half / 2)
         how = (f"FALLBACK: C_Delta never reaches 1/e within L/2 = {r_half:.3g}; paper's "
-               f"xi_Delta = {PAPER_XI_DELTA:g} capped at L/4 (override with --xi-delta)")
+               f"xi_Delta = {XI_DELTA:g} capped at L/4 (override with --xi-delta)")
     rows["t3"].append([temp, "Delta(fixed)", xi_d, how])
     delta_cg = normalize(coarse_grain_pairs(prop[ks].T, pairs, xi_d, opts.cutoff_factor * xi_d,
                                             opts.kernel)).T  # [K', N]
@@ -375,7 +375,7 @@ def usable_samples(inp: RunInputs, cls: str, sel: np.ndarray, split: str, echo) 
 
 
 def analyse_samples(inp: RunInputs, opts: CorrelateOptions, echo=print) -> dict[str, list]:
-    from glasscam.analysis.structure.indicators import select_samples
+    from glasscam.analysis.stage import select_samples
 
     rows: dict[str, list] = {"f6": [], "s2": [], "f8": [], "f8x": []}
     for cls in ("glass", "liquid"):

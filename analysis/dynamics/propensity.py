@@ -14,10 +14,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+from glasscam.analysis.paper import DELTA_TARGETS
 from glasscam.insitu.cage import Cage, build_cage, crd_from_positions, propensity_from_crd
-
-DELTA_TARGETS: tuple[float, ...] = (0.3, 1.0, 3.0)
-
 
 # ------------------------------------------------------------------------------------------
 # LAMMPS dumps

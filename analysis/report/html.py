@@ -19,21 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from glasscam.analysis.paper import INV_E, PAPER
 from glasscam.analysis.report import plots
-
-# Paper values that appear in its text (Tables 1-5 themselves are images in our copy).
-PAPER = {
-    "accuracy": {"kam": "≈ 100 % (1 of 2400 test samples wrong)", "abm": "≈ 100 %"},
-    "c_max": {
-        "kam": {"Gamma": 0.925, "Upsilon": 0.966, "Theta": 0.885},
-        "abm": {"Gamma": 0.712, "Upsilon": 0.858, "Theta": 0.790},
-    },
-    "xi": {"kam": {"Delta": 4.0, "structural": 8.0}, "abm": {"Delta": 4.0, "structural": 5.0}},
-    "r_gamma": "≈ 3–4",
-    "training": "250 epochs ≈ 8 h on a Quadro P4000 (≈ 69 samples/s)",
-    "gradcam": "much less than 1 s per sample",
-}
-INV_E = float(np.exp(-1.0))
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -431,7 +418,7 @@ def maps_section(rep: Report, system: str) -> None:
             )
     # export of every analysed test configuration with its bare indicators
     n_exported = 0
-    from glasscam.analysis.structure.indicators import select_samples
+    from glasscam.analysis.stage import select_samples
 
     for cls in ("glass", "liquid"):
         for idx in select_samples(inp.samples, cls, "test", str(inp.samples_path)):

@@ -31,7 +31,7 @@ test-slow: $(STAMP)
 	$(VENV)/bin/pytest -q -m slow
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check insitu analysis tests benchmarks
+	$(VENV)/bin/ruff check glasscam insitu analysis tests benchmarks
 
 demo: $(STAMP)
 	$(VENV)/bin/glasscam run --preset demo --out runs/demo

@@ -4,18 +4,23 @@ Hooks for the ``insitu`` command of glasscam's LAMMPS plugin, called as
 ``function(lmp, step, **kw)`` on every rank of a partition. The decks
 ``inputs/{kam,abm}/propensity.in`` call them in this order::
 
-    insitu glasscam.insitu.isoconfigurational:setup key value ...   # all partitions at once (collective)
+    insitu glasscam.insitu.isoconfigurational:setup key value ...   # all partitions at once
+    (collective)
     label replica_loop
       clear
-      insitu glasscam.insitu.isoconfigurational:next_replica        # dynamic queue -> ${replica}, ${vseed}
+      insitu glasscam.insitu.isoconfigurational:next_replica        # dynamic queue -> ${replica},
+      ${vseed}
       if "${replica} < 0" then "jump SELF replicas_done"
       (units, atom_style ...)
-      insitu glasscam.insitu.isoconfigurational:load                # reference glass -> box + atoms (IDs 1..N)
+      insitu glasscam.insitu.isoconfigurational:load                # reference glass -> box +
+      atoms (IDs 1..N)
       (potential, velocity create ${temp} ${vseed}, fix nvt, optional dump)
-      insitu glasscam.insitu.isoconfigurational:run_replica         # log-spaced `run N upto` segments + CRD
+      insitu glasscam.insitu.isoconfigurational:run_replica         # log-spaced `run N upto`
+      segments + CRD
       jump SELF replica_loop
     label replicas_done
-    insitu glasscam.insitu.isoconfigurational:finish                # MPI reduction -> propensity, delta
+    insitu glasscam.insitu.isoconfigurational:finish                # MPI reduction -> propensity,
+    delta
 
 Why segments instead of ``fix insitu N``: the output steps are log-spaced, and a fix called
 every step to test "is this an output step?" costs a Python call per step (≈150 µs, tens of
@@ -361,7 +366,8 @@ def load(lmp, step: int, **kw: str) -> None:
     natoms = int(lmp.get_natoms())
     if natoms != n:
         raise RuntimeError(
-            f"glasscam.insitu.isoconfigurational.load: created {natoms} atoms of {n} (returned {created})"
+            f"glasscam.insitu.isoconfigurational:load: created {natoms} atoms of {n} "
+            f"(returned {created})"
         )
 
 

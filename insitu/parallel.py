@@ -83,10 +83,6 @@ def on_root(comm, func: Callable[[], T], root: int = 0) -> T:
     return result
 
 
-def barrier(comm) -> None:
-    comm.Barrier()
-
-
 class WorkQueue:
     """A shared queue of work items (e.g. sample indices), drained dynamically by partitions.
 

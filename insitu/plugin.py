@@ -24,7 +24,8 @@ Getting the plugin into LAMMPS
   ``LAMMPS_PLUGIN_PATH``, an instance created before glasscam was installed), call
   :func:`load` on the instance: ``glasscam.insitu.plugin.load(lmp)`` issues
   ``plugin load <path>`` unless the styles are already there.
-* Elsewhere: ``plugin load $(python -c 'import glasscam.insitu.plugin as p; print(p.plugin_path())')``.
+* Elsewhere: ``plugin load $(python -c 'import glasscam.insitu.plugin as p;
+  print(p.plugin_path())')``.
 
 Check with ``plugin list`` or ``info styles`` in a deck.  (``lmp -h`` cannot show plugin
 styles: LAMMPS 22Jul2025 prints its help before it auto-loads plugins.)

@@ -4,26 +4,31 @@ The deck drives the protocol (DESIGN §3); these functions, called through the g
 (``insitu module:function key value ...`` and ``fix ID all insitu N module:function``), own the
 bookkeeping. Per process, in deck order::
 
-    insitu glasscam.insitu.quench:setup out ... (all deck parameters)   # once, every rank of the universe
+    insitu glasscam.insitu.quench:setup out ... (all deck parameters)   # once, every rank of the
+    universe
     label next_sample
-    insitu glasscam.insitu.quench:next                                  # sets v_sample, v_seed{A,B,V}
+    insitu glasscam.insitu.quench:next                                  # sets v_sample,
+    v_seed{A,B,V}
     if "${sample} < 0" then "jump SELF finished"
     clear, build the random system from v_seedA/v_seedB
-    insitu glasscam.insitu.quench:start                                 # checks the system, resets buffers
+    insitu glasscam.insitu.quench:start                                 # checks the system, resets
+    buffers
     minimize, velocity ... ${seedV}, NVT at Thigh for nequil steps, reset_timestep 0
     fix rec all insitu ${nrecord} glasscam.insitu.quench:record         # energy-temperature record
     run ${nliquid} start 0 stop ${ncool}  ->  insitu glasscam.insitu.quench:snapshot class liquid
     run ${nglass}  start 0 stop ${ncool}  ->  insitu glasscam.insitu.quench:snapshot class glass
     jump SELF next_sample
     label finished
-    insitu glasscam.insitu.quench:finish                                # once, every rank of the universe
+    insitu glasscam.insitu.quench:finish                                # once, every rank of the
+    universe
 
 What each hook does:
 
 * ``setup`` (collective over the universe): parses and checks the parameters; universe rank 0
   creates the store, or validates the existing one against the parameters (a mismatch stops
   every partition with a message naming the field) and lists the samples not yet done, while
-  the others wait; then all ranks share that list through a :class:`~glasscam.insitu.parallel.WorkQueue`.
+  the others wait; then all ranks share that list through a
+  :class:`~glasscam.insitu.parallel.WorkQueue`.
 * ``next`` (collective over the partition): the partition's rank 0 takes the next sample index
   from the queue and broadcasts it; the hook sets the deck's string variables ``sample`` (-1
   when the queue is empty), ``seedA``, ``seedB``, ``seedV``. All three LAMMPS seeds derive from
@@ -37,7 +42,8 @@ What each hook does:
 * ``snapshot class liquid|glass`` (collective over the partition): gathers positions sorted by
   atom ID (``gather_atoms``; IDs from ``create_atoms`` depend on the rank count, the order is
   by ID whatever it is), wraps them into [0, L), types (LAMMPS 1/2 -> 0=A/1=B), box, potential
-  energy per particle and temperature; rank 0 gridizes the frame (:mod:`glasscam.insitu.gridize`, on the
+  energy per particle and temperature; rank 0 gridizes the frame (:mod:`glasscam.insitu.gridize`,
+  on the
   float32 positions as stored, so ``image == gridize(positions)`` offline) and buffers it. At
   the glass snapshot the whole sample (both classes + cooling record) is written, ``done`` last
   (:class:`glasscam.insitu.store.SampleWriter`).

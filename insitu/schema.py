@@ -18,7 +18,8 @@ same chunk (no sharding). Arrays written by one process only (``split``, ``prope
         positions             f4 [S, N, 2]    wrapped into [0, L)
         types                 i1 [S, N]       0 = A, 1 = B
         box                   f8 [S, 2]       (Lx, Ly)
-        image                 f4 [S, C, M, M] gridized frame (glasscam.insitu.gridize), written in situ
+        image                 f4 [S, C, M, M] gridized frame (glasscam.insitu.gridize), written in
+        situ
         potential_energy      f8 [S]          per particle
         temperature           f8 [S]          instantaneous kinetic temperature
         seed                  i8 [S]          the seed the sample was generated from
@@ -402,7 +403,8 @@ def open_propensity_store(
 
 # ============================================================================================
 # indicators.zarr (glasscam.indicators/1) -- structural indicators, written by
-# `glasscam indicators` (glasscam.analysis.structure.indicators). Section owned by the indicators stage.
+# `glasscam indicators` (glasscam.analysis.structure.indicators). Section owned by the
+# indicators stage.
 #
 #     liquid/, glass/                one group per class, each with
 #         voronoi       f8 [S, N]    Voronoi cell area ϒ (periodic 2D)

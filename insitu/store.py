@@ -5,7 +5,8 @@ discipline used by the quench hooks:
 
 * :func:`prepare_samples_store` — run by **one** process (universe rank 0) while the others
   wait: create the store, or open an existing one, check that it was made with the parameters
-  now requested (:class:`~glasscam.insitu.schema.ParameterMismatchError` naming the fields otherwise) and
+  now requested (:class:`~glasscam.insitu.schema.ParameterMismatchError` naming the fields
+  otherwise) and
   return the indices of the samples still to do.
 * :class:`SampleWriter` — used by the root rank of a partition: writes one sample's liquid and
   glass snapshots and its cooling record, each array as one whole chunk (chunks are one sample
@@ -48,8 +49,8 @@ def prepare_samples_store(path: str | os.PathLike, params: Mapping[str, Any]) ->
     """Create the store (or validate the existing one) and return the not-done sample indices.
 
     One process only. Raises :class:`~glasscam.insitu.schema.SchemaError` /
-    :class:`~glasscam.insitu.schema.ParameterMismatchError` (message names the store and the field) if an
-    existing store does not fit; the store is not modified then.
+    :class:`~glasscam.insitu.schema.ParameterMismatchError` (message names the store and the
+    field) if an existing store does not fit; the store is not modified then.
     """
     where = Path(path)
     if _store_exists(where):

@@ -1,8 +1,11 @@
-"""The in-situ dynamic propensity (inputs/*/propensity.in + glasscam.insitu.isoconfigurational) on the real LAMMPS.
+"""The in-situ dynamic propensity (inputs/*/propensity.in + glasscam.insitu.isoconfigurational) on
+the real LAMMPS.
 
-Every run starts from small (N = 256) glasses made by ``glasscam.analysis.dynamics.propensity.make_reference_samples``
+Every run starts from small (N = 256) glasses made by
+``glasscam.analysis.dynamics.propensity.make_reference_samples``
 and is checked against the offline recomputation from a dumped unwrapped trajectory of the same
-run (``glasscam.analysis.dynamics.propensity``), which shares only the pure CRD kernel with the in-situ path.
+run (``glasscam.analysis.dynamics.propensity``), which shares only the pure CRD kernel with the
+in-situ path.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Store schemas (glasscam.insitu.schema) and the sample-store writer (glasscam.insitu.store), without LAMMPS."""
+"""Store schemas (glasscam.insitu.schema) and the sample-store writer (glasscam.insitu.store),
+without LAMMPS."""
 
 from __future__ import annotations
 

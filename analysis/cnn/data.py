@@ -7,7 +7,8 @@ per class, 8000 in all). Only samples whose ``done`` flag is set in both classes
 Data path. The images are never loaded whole. For each pass over a split, the (shuffled) item
 order becomes a Dask array of images with one block per batch, built with ``map_blocks`` over the
 item codes; a block's task reads exactly the Zarr chunks of its batch (one chunk per sample, see
-``glasscam.insitu.schema``) with one orthogonal selection per class, which Zarr fetches concurrently. A
+``glasscam.insitu.schema``) with one orthogonal selection per class, which Zarr fetches
+concurrently. A
 background thread computes the blocks ahead of the training loop (``prefetch`` batches deep), so
 the network never waits for the disk while the next batches fit in the queue; the time the loop
 does wait is measured (:attr:`Prefetcher.wait_s`) and reported in ``metrics.json``.
@@ -79,9 +80,9 @@ def augment(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 class SplitImages:
     """The labelled images of one split of a samples store, read lazily.
 
-    Raises :class:`glasscam.insitu.schema.SchemaError` (naming the store and the field) when the store is
-    not a samples store, has no ``split``, has no done sample in the split, or has images of
-    another size than ``expect_grid`` / ``expect_channels``.
+    Raises :class:`~glasscam.insitu.schema.SchemaError` (naming the store and the field) when
+    the store is not a samples store, has no ``split``, has no done sample in the split, or has
+    images of another size than ``expect_grid`` / ``expect_channels``.
     """
 
     def __init__(

@@ -7,7 +7,8 @@ output of its ReLU, :data:`glasscam.analysis.cnn.network.GRADCAM_LAYER`)::
 
 with y_C the class score before softmax. The network has no pooling and 'same' circular
 convolutions, so L^C is an M x M map on the same grid as the input image; no upsampling is
-needed. The particle score is Γ_i = G^-1(L^C)(r_i) (:func:`glasscam.insitu.gridize.inverse_gridize` with
+needed. The particle score is Γ_i = G^-1(L^C)(r_i) (:func:`glasscam.insitu.gridize.inverse_gridize`
+with
 the store's gridization kernel). Γ is written bare; coarse-graining and normalisation to [0, 1]
 are the correlate stage's job.
 

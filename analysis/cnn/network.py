@@ -5,7 +5,8 @@ box is periodic) and no pooling; then a fully connected layer, a dropout layer a
 fully connected layer. The network returns the class scores y_C *before* softmax (logits), as
 Grad-CAM needs; softmax is applied only outside the model (:func:`probabilities`).
 
-Class order is :data:`glasscam.insitu.schema.CLASSES` = ("liquid", "glass"): logit 0 is liquid, 1 is glass.
+Class order is :data:`glasscam.insitu.schema.CLASSES` = ("liquid", "glass"): logit 0 is liquid, 1
+is glass.
 
 The paper's hyper-parameters are in its (unavailable) Supplementary Material. The defaults of
 :class:`CNNConfig` are ours, documented in ``docs/cnn.md``: 3x3 kernels, 16/32/64 channels, a

@@ -1,6 +1,7 @@
 """Training the liquid/glass CNN (paper §3.1, §4.1, Table 2).
 
-``train(samples, out, config)`` trains :class:`glasscam.analysis.cnn.network.GlassCNN` on the ``train`` split of a
+``train(samples, out, config)`` trains :class:`glasscam.analysis.cnn.network.GlassCNN` on the
+``train`` split of a
 samples store, validates on ``val`` after every epoch, checkpoints after every epoch, and when all
 epochs are done evaluates ``test`` and writes ``out/metrics.json``:
 

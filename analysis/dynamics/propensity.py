@@ -2,7 +2,8 @@
 large isoconfigurational ensemble into sub-ensembles (paper Table 4), pick the output times at
 which δ reaches given values (paper Figs. 1–5: δ ≈ 0.3, 1, 3).
 
-The in-situ path (``glasscam.insitu.isoconfigurational``) and this module share the kernels of ``glasscam.insitu.cage``,
+The in-situ path (``glasscam.insitu.isoconfigurational``) and this module share the kernels of
+``glasscam.insitu.cage``,
 but this one reads positions from LAMMPS text dumps (``dump custom ... id type xu yu``), so it
 is an independent oracle for the gather/unwrap/accumulate path that runs inside LAMMPS.
 """

@@ -2,7 +2,8 @@
 
 For each done sample of both classes (optionally only one split) the driver computes the
 Voronoi volume ϒ (:mod:`glasscam.insitu.geometry`) and the Tong-Tanaka order parameter Θ
-(:mod:`glasscam.analysis.structure.tong_tanaka`, additive diameters of the run's system) and writes them to
+(:mod:`glasscam.analysis.structure.tong_tanaka`, additive diameters of the run's system) and writes
+them to
 ``indicators.zarr`` (schema ``glasscam.indicators/1``, :mod:`glasscam.insitu.schema`).
 
 The stage (:class:`Indicators`) only says what it computes for a batch of samples; the base,

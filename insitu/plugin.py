@@ -33,8 +33,12 @@ styles: LAMMPS 22Jul2025 prints its help before it auto-loads plugins.)
 When LAMMPS runs without Python (``lmp``), the plugin starts an embedded interpreter
 once per process: the Python of the virtual environment it is installed in (override
 with ``GLASSCAM_PYTHON=/path/to/python``), so that environment's packages and editable
-installs are found; it is finalized when LAMMPS unloads its plugins, before
-``MPI_Finalize``.  When LAMMPS runs inside Python, the running interpreter is used.
+installs are found. It is finalized once, at the start of ``MPI_Finalize`` (the delete
+callback of an attribute on ``MPI_COMM_SELF``, which MPI runs first, while MPI still works)
+or at process exit when no ``MPI_Finalize`` comes — never inside the shared library's
+destructor, where the loader lock is held. Finalizing joins the non-daemon threads hooks
+started and runs their atexit handlers, so stores are flushed while MPI is alive. When
+LAMMPS runs inside Python, the running interpreter is used and left alone.
 
 This module is imported by the ``lmp`` launcher: keep it import-light.
 """

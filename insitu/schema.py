@@ -2,7 +2,7 @@
 
 Every store glasscam writes is a Zarr v3 group whose root attributes carry
 
-* ``schema``: ``"glasscam.samples/1"`` or ``"glasscam.propensity/1"``;
+* ``schema``: ``"glasscam.samples/2"``, ``"glasscam.propensity/1"``, ... (name/version);
 * ``parameters``: the full parameter set that produced it (a JSON object);
 * ``versions``: package versions of the writer.
 
@@ -11,7 +11,7 @@ sample along its leading axis, so that two processes writing different samples n
 same chunk (no sharding). Arrays written by one process only (``split``, ``propensity``,
 ``delta``, ``steps``) are whole-array chunks.
 
-``samples.zarr`` (``glasscam.samples/1``)::
+``samples.zarr`` (``glasscam.samples/2``; ``/1`` lacks ``particle_energy`` and is read only)::
 
     split                     i1 [S]          0 train, 1 val, 2 test (deterministic from seed)
     liquid/, glass/           one group per class, each with
@@ -21,6 +21,8 @@ same chunk (no sharding). Arrays written by one process only (``split``, ``prope
         image                 f4 [S, C, M, M] gridized frame (glasscam.insitu.gridize), written in
         situ
         potential_energy      f8 [S]          per particle
+        particle_energy       f4 [S, N]       potential energy of each particle (LAMMPS
+                                              compute pe/atom: half of each pair energy)
         temperature           f8 [S]          instantaneous kinetic temperature
         seed                  i8 [S]          the seed the sample was generated from
         done                  b1 [S]          set last: a sample exists only when done
@@ -52,7 +54,9 @@ from typing import Any
 
 import numpy as np
 
-SAMPLES_SCHEMA = "glasscam.samples/1"
+SAMPLES_SCHEMA = "glasscam.samples/2"
+# /1 stores (no per-particle energy) are still read; they cannot be resumed or grown
+SAMPLES_SCHEMA_V1 = "glasscam.samples/1"
 PROPENSITY_SCHEMA = "glasscam.propensity/1"
 CLASSES: tuple[str, ...] = ("liquid", "glass")
 SPLITS: dict[str, int] = {"train": 0, "val": 1, "test": 2}
@@ -94,9 +98,14 @@ SAMPLE_CLASS_ARRAYS: tuple[ArraySpec, ...] = (
     ArraySpec("box", ("S", "D"), "float64", float("nan"), _S),
     ArraySpec("image", ("S", "C", "M", "M"), "float32", 0.0, _S),
     ArraySpec("potential_energy", ("S",), "float64", float("nan"), _S),
+    ArraySpec("particle_energy", ("S", "N"), "float32", float("nan"), _S),
     ArraySpec("temperature", ("S",), "float64", float("nan"), _S),
     ArraySpec("seed", ("S",), "int64", -1, _S),
     ArraySpec("done", ("S",), "bool", False, _S),
+)
+# glasscam.samples/1: the same without the per-particle energy
+SAMPLE_CLASS_ARRAYS_V1: tuple[ArraySpec, ...] = tuple(
+    s for s in SAMPLE_CLASS_ARRAYS if s.name != "particle_energy"
 )
 SAMPLE_COOLING_ARRAYS: tuple[ArraySpec, ...] = (
     ArraySpec("target_temperature", ("S", "K"), "float64", float("nan"), _S),
@@ -214,7 +223,8 @@ def _check_arrays(group, specs, sizes, where: str) -> None:
             )
 
 
-def _open_root(path: str | os.PathLike, mode: str, schema: str):
+def _open_root(path: str | os.PathLike, mode: str, schema: str | tuple[str, ...]):
+    """The root group of a store whose ``schema`` attribute is ``schema`` (or one of them)."""
     import zarr
 
     where = os.fspath(path)
@@ -223,8 +233,10 @@ def _open_root(path: str | os.PathLike, mode: str, schema: str):
     except (FileNotFoundError, zarr.errors.GroupNotFoundError):
         raise FileNotFoundError(f"{where}: no Zarr store here") from None
     found = root.attrs.get("schema")
-    if found != schema:
-        raise SchemaError(f"{where}: attribute 'schema' is {found!r}, expected {schema!r}")
+    accepted = (schema,) if isinstance(schema, str) else tuple(schema)
+    if found not in accepted:
+        expected = " or ".join(repr(s) for s in accepted)
+        raise SchemaError(f"{where}: attribute 'schema' is {found!r}, expected {expected}")
     if "parameters" not in root.attrs:
         raise SchemaError(f"{where}: root attribute 'parameters' is missing")
     return root
@@ -318,9 +330,20 @@ def create_samples_store(path: str | os.PathLike, params: Mapping[str, Any]):
 def open_samples_store(
     path: str | os.PathLike, mode: str = "r", expect: Mapping[str, Any] | None = None
 ):
-    """Open and validate a samples store; with ``expect``, check its parameters match."""
+    """Open and validate a samples store; with ``expect``, check its parameters match.
+
+    Stores of the previous schema (``glasscam.samples/1``, without ``particle_energy``) open
+    read-only (``mode="r"``); writing into one is refused with a message.
+    """
     where = os.fspath(path)
-    root = _open_root(where, mode, SAMPLES_SCHEMA)
+    root = _open_root(where, mode, (SAMPLES_SCHEMA, SAMPLES_SCHEMA_V1))
+    old = root.attrs["schema"] == SAMPLES_SCHEMA_V1
+    if old and mode != "r":
+        raise SchemaError(
+            f"{where}: attribute 'schema' is {SAMPLES_SCHEMA_V1!r}, made by an older glasscam "
+            f"(no per-particle energy); it can be read but not resumed or grown: write a new "
+            f"store ({SAMPLES_SCHEMA!r}) with another 'out'"
+        )
     params = dict(root.attrs["parameters"])
     if expect is not None:
         check_parameters(params, expect, where)
@@ -328,7 +351,8 @@ def open_samples_store(
     for cls in CLASSES:
         if cls not in root:
             raise SchemaError(f"{where}: missing group '{cls}'")
-        _check_arrays(root[cls], SAMPLE_CLASS_ARRAYS, sizes, where)
+        _check_arrays(root[cls], SAMPLE_CLASS_ARRAYS_V1 if old else SAMPLE_CLASS_ARRAYS,
+                      sizes, where)
     if "cooling" not in root:
         raise SchemaError(f"{where}: missing group 'cooling'")
     _check_arrays(root["cooling"], SAMPLE_COOLING_ARRAYS, sizes, where)

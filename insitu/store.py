@@ -38,6 +38,7 @@ class Snapshot:
     box: np.ndarray  # f8 [2]
     image: np.ndarray  # f4 [C, M, M]
     potential_energy: float  # per particle
+    particle_energy: np.ndarray  # f4 [N], LAMMPS compute pe/atom
     temperature: float
 
 
@@ -54,7 +55,7 @@ def prepare_samples_store(path: str | os.PathLike, params: Mapping[str, Any]) ->
     """
     where = Path(path)
     if _store_exists(where):
-        root = schema.open_samples_store(where, mode="r", expect=params)
+        root = schema.open_samples_store(where, mode="r+", expect=params)
         done = schema.done_samples(root)
         return [int(i) for i in np.flatnonzero(~done)]
     if where.exists() and any(where.iterdir()):
@@ -100,6 +101,7 @@ class SampleWriter:
             self._array(f"{cls}/box")[index] = snap.box
             self._array(f"{cls}/image")[index] = snap.image
             self._array(f"{cls}/potential_energy")[index] = snap.potential_energy
+            self._array(f"{cls}/particle_energy")[index] = snap.particle_energy
             self._array(f"{cls}/temperature")[index] = snap.temperature
             self._array(f"{cls}/seed")[index] = seed
         for spec in schema.SAMPLE_COOLING_ARRAYS:

@@ -155,3 +155,40 @@ def test_potential_check_names_the_field():
         systems.check_potential({**recorded, "model": "abm"}, kam, "s.zarr")
     with pytest.raises(systems.PotentialMismatchError, match="no potential field 'cutoff'"):
         systems.check_potential({k: v for k, v in recorded.items() if k != "cutoff"}, kam, "s")
+
+
+def particle_energies(pos, types, box, system: systems.System) -> np.ndarray:
+    """Half of every lj/smooth/linear pair energy to each of its two particles (pe/atom)."""
+    sigma, eps = np.array(system.sigma), np.array(system.epsilon)
+    n = len(pos)
+    i, j = np.triu_indices(n, 1)
+    r = Box.from_box(box).distances(pos, i, j)
+    s, e = sigma[types[i], types[j]], eps[types[i], types[j]]
+    rc = system.cutoff * s
+    phi = 4 * e * ((s / r) ** 12 - (s / r) ** 6)
+    phi_c = 4 * e * ((s / rc) ** 12 - (s / rc) ** 6)
+    dphi_c = 4 * e * (-12 * s**12 / rc**13 + 6 * s**6 / rc**7)
+    pair = np.where(r < rc, phi - phi_c - (r - rc) * dphi_c, 0.0)
+    return 0.5 * (np.bincount(i, pair, minlength=n) + np.bincount(j, pair, minlength=n))
+
+
+def test_quench_stores_the_per_particle_energy_lammps_computes(tmp_path):
+    """samples/2 particle_energy: sums to N × the thermo energy per particle, and equals the
+    model table's pair energies at the stored positions (float32 positions: loose tolerance)."""
+    from conftest import INPUTS
+    from glasscam.insitu import schema
+
+    out = tmp_path / "samples.zarr"
+    run_lammps(INPUTS / "kam" / "quench.in",
+               {"out": out, "nsamples": 1, "natoms": 150, "rate": 0.2, "nequil": 100,
+                "nrecord": 500, "grid": 8, "nthermo": 100000}, cwd=tmp_path)
+    root = schema.open_samples_store(out)
+    assert root.attrs["schema"] == "glasscam.samples/2"
+    for cls in schema.CLASSES:
+        e = root[f"{cls}/particle_energy"][0].astype(float)
+        assert e.sum() / 150 == pytest.approx(root[f"{cls}/potential_energy"][0], rel=1e-5)
+        pos = root[f"{cls}/positions"][0].astype(float)
+        types = root[f"{cls}/types"][0].astype(int)
+        expected = particle_energies(pos, types, root[f"{cls}/box"][0], systems.SYSTEMS["kam"])
+        np.testing.assert_allclose(e, expected, rtol=2e-3, atol=2e-3)
+        assert e.std() > 0.05  # a field, not a constant

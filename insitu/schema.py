@@ -483,8 +483,11 @@ def open_indicators_store(
 #         cam           f4 [S, M, M] Grad-CAM map L^C = ReLU(sum_m w_m A^m) of the target class
 #                                    (C = glass unless parameters say otherwise), last conv layer
 #         gamma         f4 [S, N]    particle score Gamma_i = G^-1(L^C) (bare: not coarse-grained,
-#                                    not normalised; the correlate stage does both)
-#         logits        f4 [S, 2]    network output y (before softmax), CLASSES order
+#                                    not normalised; the correlate stage does both); for an
+#                                    ensemble of E networks the mean of the members' Gamma
+#         gamma_members f4 [S, E, N] each member's own Gamma (E = 1 for one network)
+#         logits        f4 [S, 2]    network output y (before softmax), CLASSES order; for an
+#                                    ensemble log of the members' mean class probability
 #         correct       b1 [S]       predicted class == true class; False = misclassified (the
 #                                    paper's footnote 2: leave out of per-sample distributions)
 #         done          b1 [S]       set last; only samples of the chosen split are ever done
@@ -496,10 +499,12 @@ def open_indicators_store(
 # training configuration, test accuracy; informational, not compared).
 # ============================================================================================
 
-GRADCAM_SCHEMA = "glasscam.gradcam/1"
+GRADCAM_SCHEMA = "glasscam.gradcam/2"
+GRADCAM_SCHEMA_V1 = "glasscam.gradcam/1"  # one network, no gamma_members: read only
 GRADCAM_CLASS_ARRAYS: tuple[ArraySpec, ...] = (
     ArraySpec("cam", ("S", "M", "M"), "float32", float("nan"), _S),
     ArraySpec("gamma", ("S", "N"), "float32", float("nan"), _S),
+    ArraySpec("gamma_members", ("S", "E", "N"), "float32", float("nan"), _S),
     ArraySpec("logits", ("S", "K"), "float32", float("nan"), _S),
     ArraySpec("correct", ("S",), "bool", False, _S),
     ArraySpec("done", ("S",), "bool", False, _S),
@@ -513,6 +518,7 @@ def gradcam_sizes(params: Mapping[str, Any]) -> dict[str, int]:
             "N": int(params["natoms"]),
             "M": int(params["grid"]),
             "K": len(CLASSES),
+            "E": int(params.get("members", 1)),
         }
     except KeyError as err:
         raise SchemaError(f"gradcam parameters lack field {err.args[0]!r}") from None
@@ -531,7 +537,24 @@ def create_gradcam_store(
 def open_gradcam_store(
     path: str | os.PathLike, mode: str = "r", expect: Mapping[str, Any] | None = None
 ):
-    """Open and validate a gradcam store; with ``expect``, check its parameters match."""
+    """Open and validate a gradcam store; with ``expect``, check its parameters match.
+
+    ``glasscam.gradcam/1`` stores (one network, no ``gamma_members``) open read-only."""
+    import zarr
+
+    where = os.fspath(path)
+    try:
+        found = zarr.open_group(where, mode="r").attrs.get("schema")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        raise FileNotFoundError(f"{where}: no Zarr store here") from None
+    if found == GRADCAM_SCHEMA_V1:
+        if mode != "r":
+            raise SchemaError(
+                f"{where}: attribute 'schema' is {GRADCAM_SCHEMA_V1!r} (an older glasscam); it "
+                f"can be read but not resumed: write a new store with another --out"
+            )
+        specs = tuple(s for s in GRADCAM_CLASS_ARRAYS if s.name != "gamma_members")
+        return _open_class_store(path, mode, GRADCAM_SCHEMA_V1, specs, gradcam_sizes, expect)
     return _open_class_store(
         path, mode, GRADCAM_SCHEMA, GRADCAM_CLASS_ARRAYS, gradcam_sizes, expect
     )

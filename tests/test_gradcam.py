@@ -164,3 +164,45 @@ def _load(model_dir):
     from glasscam.analysis.cnn.train import load_model
 
     return load_model(model_dir)
+
+
+def test_ensemble_gamma_is_the_mean_of_its_members(store, tmp_path):
+    """Three seeded networks: Γ is the mean of the members' own Γ, each member's Γ equals the
+    Grad-CAM of that network alone, the class probability is the members' mean, and the
+    members differ (they are independent networks, not copies)."""
+    from glasscam.analysis.cnn.train import load_model, train_ensemble
+
+    model = tmp_path / "model"
+    metrics = train_ensemble(store, model, 3, TrainConfig(epochs=2, batch_size=8, seed=4,
+                                                          threads=2))
+    assert metrics["ensemble"] == ["member0", "member1", "member2"]
+    assert len(metrics["member_test_accuracy"]) == 3
+    out = tmp_path / "gradcam.zarr"
+    run_gradcam(store, model, out, split="test", batch_size=4, device="cpu")
+    root = open_gradcam_store(out)
+    assert root.attrs["parameters"]["members"] == 3
+    samples = zarr_open(store)
+    test = np.flatnonzero(np.asarray(samples["split"][:]) == 2)
+    s = int(test[0])
+    nets = [load_model(model / f"member{k}")[0] for k in range(3)]
+    assert [n.state_dict()["conv1.weight"].sum().item() for n in nets] != [
+        nets[0].state_dict()["conv1.weight"].sum().item()] * 3
+    for cls in CLASSES:
+        members = np.asarray(root[f"{cls}/gamma_members"][s])
+        assert members.shape == (3, 64)
+        np.testing.assert_allclose(root[f"{cls}/gamma"][s], members.mean(axis=0), rtol=1e-6)
+        image = torch.from_numpy(np.asarray(samples[f"{cls}/image"][s : s + 1]))
+        probs = []
+        for k, net in enumerate(nets):
+            cam, logits = grad_cam(net, image, GLASS)
+            gamma = particle_scores(cam[0].numpy(), samples[f"{cls}/positions"][s],
+                                    samples[f"{cls}/box"][s], "cic")
+            np.testing.assert_allclose(members[k], gamma, rtol=1e-5, atol=1e-7)
+            probs.append(torch.softmax(logits[0], -1).numpy())
+        stored = torch.softmax(torch.from_numpy(np.asarray(root[f"{cls}/logits"][s])), -1)
+        np.testing.assert_allclose(stored.numpy(), np.mean(probs, axis=0), rtol=1e-5)
+    # a folder holding one network cannot silently become an ensemble
+    single = tmp_path / "single"
+    train(store, single, TrainConfig(epochs=1, batch_size=8, seed=0, threads=2))
+    with pytest.raises(SchemaError, match="holds a single network"):
+        train_ensemble(store, single, 2, TrainConfig(epochs=1, batch_size=8, threads=2))

@@ -81,13 +81,17 @@ def register(app: typer.Typer) -> None:
         lr_schedule: Annotated[
             str, typer.Option(help="constant, or cosine (lr decays to 0 over --epochs).")
         ] = "constant",
+        ensemble: Annotated[
+            int,
+            typer.Option(help="Independently seeded networks (seeds seed, seed+1, ...) whose "
+                         "mean Γ the correlations use; 1 is the paper's single network."),
+        ] = 1,
     ) -> None:
         """Train the CNN on the train split, validate every epoch, checkpoint, and write
         metrics.json (test accuracy and confusion matrix = Table 2). Re-running the same
         command resumes after the last completed epoch."""
         from glasscam.analysis.cnn.network import CNNConfig
-        from glasscam.analysis.cnn.train import Reporter, TrainConfig
-        from glasscam.analysis.cnn.train import train as run_train
+        from glasscam.analysis.cnn.train import Reporter, TrainConfig, train_ensemble
         from glasscam.insitu.schema import SchemaError
         from rich.console import Console
 
@@ -137,9 +141,10 @@ def register(app: typer.Typer) -> None:
                 dropout=dropout,
             )
             with progress:
-                metrics = run_train(
+                metrics = train_ensemble(
                     samples,
                     out,
+                    ensemble,
                     TrainConfig(
                         epochs=epochs,
                         batch_size=batch_size,
@@ -160,6 +165,10 @@ def register(app: typer.Typer) -> None:
             console.print(f"[red]error:[/red] {err}")
             raise typer.Exit(2) from None
         test = metrics["test"]
+        if "ensemble" in metrics:
+            members = ", ".join(f"{100 * a:.1f}" for a in metrics["member_test_accuracy"])
+            console.print(f"ensemble of {len(metrics['ensemble'])}: member test accuracy "
+                          f"{members} %")
         console.print(
             f"test accuracy {100 * test['accuracy']:.2f} % "
             f"(liquid {100 * test['per_class_accuracy']['liquid']:.2f} %, "

@@ -103,20 +103,27 @@ class GradCAM(SampleStage):
     inputs = ("image", "positions", "box")
     create = staticmethod(create_gradcam_store)
     open = staticmethod(open_gradcam_store)
-    transient = ("_model",)
+    transient = ("_models",)
 
     def __init__(self, samples, model_dir, out, split: str = "test", target: str = "glass",
                  device: str = "auto"):
-        from glasscam.analysis.cnn.train import load_checkpoint
+        from glasscam.analysis.cnn.train import CHECKPOINT, load_checkpoint, member_folders
 
         super().__init__(samples, out, split)
         if target not in CLASSES:
             raise StageInputError(f"unknown target class {target!r}; choose one of {CLASSES}")
         self.target = target
         self.device = str(resolve_device(device))
-        self.checkpoint = _checkpoint_path(model_dir)
-        ckpt = load_checkpoint(self.checkpoint)
+        self.checkpoints = [os.path.abspath(f / CHECKPOINT) for f in member_folders(model_dir)]
+        self.checkpoint = self.checkpoints[0]
+        ckpts = [load_checkpoint(c) for c in self.checkpoints]
+        ckpt = ckpts[0]
         self.config = ckpt["model_config"]
+        for other, path in zip(ckpts[1:], self.checkpoints[1:], strict=True):
+            if (other["model_config"]["grid"], other["model_config"]["channels"]) != (
+                    self.config["grid"], self.config["channels"]):
+                raise SchemaError(f"{path}: an ensemble member of another image size than "
+                                  f"{self.checkpoint}")
         image = self.source["liquid/image"]
         for name, want, have in (("grid size M", self.config["grid"], image.shape[-1]),
                                  ("channels C", self.config["channels"], image.shape[1])):
@@ -129,11 +136,17 @@ class GradCAM(SampleStage):
         self.kernel = str(self.samples_parameters.get("kernel", "cic"))
         self.compute_s = 0.0
         self._provenance = self._model_provenance(ckpt)
+        if len(ckpts) > 1:
+            self._provenance["members"] = [
+                {"checkpoint": path, "sha256": _sha256(path), "seed": c["train_config"]["seed"]}
+                for path, c in zip(self.checkpoints, ckpts, strict=True)
+            ]
 
     def _model_provenance(self, ckpt: dict) -> dict[str, Any]:
         from glasscam.analysis.cnn.train import METRICS
 
-        metrics_path = Path(self.checkpoint).parent / METRICS
+        folder = Path(self.checkpoint).parent
+        metrics_path = (folder.parent if len(self.checkpoints) > 1 else folder) / METRICS
         test_acc = None
         if metrics_path.exists():
             test_acc = json.loads(metrics_path.read_text()).get("test", {}).get("accuracy")
@@ -152,7 +165,8 @@ class GradCAM(SampleStage):
     def parameters(self) -> dict[str, Any]:
         return {
             "samples": self.samples,
-            "model": self.checkpoint,
+            "model": self.checkpoint if len(self.checkpoints) == 1 else self.checkpoints,
+            "members": len(self.checkpoints),
             "split": self.split,
             "target_class": self.target,
             "layer": GRADCAM_LAYER,
@@ -170,30 +184,37 @@ class GradCAM(SampleStage):
         from glasscam.analysis.cnn.train import load_model
 
         tune_host_allocator()
-        self._model, _ = load_model(Path(self.checkpoint).parent, self.device)
+        self._models = [load_model(Path(c).parent, self.device)[0] for c in self.checkpoints]
 
     def compute(self, cls: str, inputs) -> dict[str, np.ndarray]:
+        """Grad-CAM of every member; Γ, the map and the class probability are the members'
+        means (one member: the paper's single network, unchanged)."""
         t0 = time.perf_counter()
         x = torch.from_numpy(np.ascontiguousarray(inputs["image"])).to(self.device)
-        cam_t, logits_t = grad_cam(self._model, x, CLASSES.index(self.target))
-        cam, logits = cam_t.float().cpu().numpy(), logits_t.float().cpu().numpy()
+        cams, logits = [], []
+        for model in self._models:
+            cam_t, logits_t = grad_cam(model, x, CLASSES.index(self.target))
+            cams.append(cam_t.float().cpu().numpy())
+            logits.append(logits_t.float())
         self.compute_s += time.perf_counter() - t0
-        gamma = np.stack([
-            particle_scores(cam[k], inputs["positions"][k], inputs["box"][k], self.kernel)
-            for k in range(len(cam))
-        ]).astype(np.float32)
-        return {"cam": cam, "gamma": gamma, "logits": logits,
-                "correct": logits.argmax(1) == CLASSES.index(cls)}
-
-
-def _checkpoint_path(model_dir: str | os.PathLike) -> str:
-    from glasscam.analysis.cnn.train import CHECKPOINT
-
-    path = Path(model_dir)
-    path = path / CHECKPOINT if path.is_dir() or not path.suffix else path
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no checkpoint (train a model with `glasscam train`)")
-    return os.path.abspath(path)
+        members = np.stack([
+            np.stack([
+                particle_scores(cam[k], inputs["positions"][k], inputs["box"][k], self.kernel)
+                for k in range(len(cam))
+            ]) for cam in cams
+        ], axis=1).astype(np.float32)  # [B, E, N]
+        if len(logits) == 1:
+            out_logits = logits[0].cpu().numpy()
+        else:  # log of the mean class probability: softmax of it is the ensemble's prediction
+            probs = torch.stack([torch.softmax(lg, dim=-1) for lg in logits]).mean(dim=0)
+            out_logits = torch.log(probs).cpu().numpy()
+        return {
+            "cam": np.mean(cams, axis=0),
+            "gamma": members.mean(axis=1),
+            "gamma_members": members,
+            "logits": out_logits,
+            "correct": out_logits.argmax(1) == CLASSES.index(cls),
+        }
 
 
 def run_gradcam(

@@ -192,6 +192,23 @@ class GlassCNN(nn.Module):
         return self.head(self.feature_maps(x))
 
 
+class EnsembleCNN(nn.Module):
+    """K independently seeded networks as one classifier: the mean of their class
+    probabilities. ``forward`` returns log of that mean (a valid logit vector: its softmax is
+    the mean probability), so training-time evaluation code applies unchanged."""
+
+    def __init__(self, members: list[GlassCNN]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+        self.config = members[0].config
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs = torch.stack([torch.softmax(m(x), dim=-1) for m in self.members])
+        return torch.log(probs.mean(dim=0))
+
+
 def probabilities(logits: torch.Tensor) -> torch.Tensor:
     """Softmax over classes: the probability of each class (applied outside the network)."""
     return torch.softmax(logits, dim=-1)

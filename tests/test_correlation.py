@@ -115,7 +115,9 @@ def test_scan_xi_finds_the_generating_length_and_flip():
 
 
 def make_run(tmp_path, n_side=20, nsamples=6, system="kam", nreplicas=9, noutputs=6,
-             gradcam_n=None):
+             gradcam_n=None, noise=0.6, xi_planted=2.0, seed=11):
+    """A run folder whose glass sample 0 has a planted propensity: every replica's CRD is
+    scale_k · (0.2 + normalize(coarse_grain(ϒ, xi_planted)) + Exp(noise) replica noise)."""
     import zarr
     from glasscam.analysis.correlate.coarse_grain import coarse_grain
     from glasscam.analysis.structure.indicators import run_indicators
@@ -133,7 +135,7 @@ def make_run(tmp_path, n_side=20, nsamples=6, system="kam", nreplicas=9, noutput
     params = {"nsamples": nsamples, "natoms": n, "channels": 2, "grid": 8, "ncool": 1,
               "seed": 3, "system": system}
     root = create_samples_store(run / "samples.zarr", params)
-    rng = np.random.default_rng(11)
+    rng = np.random.default_rng(seed)
     g = np.stack(np.meshgrid(np.arange(n_side), np.arange(n_side)), -1).reshape(-1, 2) + 0.5
     for cls in ("liquid", "glass"):
         for s in range(nsamples):
@@ -163,7 +165,7 @@ def make_run(tmp_path, n_side=20, nsamples=6, system="kam", nreplicas=9, noutput
     # propensity of glass sample 0: grows with time, follows the coarse-grained volume
     pos0 = np.asarray(root["glass/positions"][0], dtype=np.float64)
     vol = np.asarray(ind["glass/voronoi"][0])
-    base = normalize(coarse_grain(vol, pos0, box, 2.0))
+    base = normalize(coarse_grain(vol, pos0, box, xi_planted))
     steps = np.arange(1, noutputs + 1) * 100
     pstore = create_propensity_store(
         run / "propensity_T0.4.zarr",
@@ -176,7 +178,7 @@ def make_run(tmp_path, n_side=20, nsamples=6, system="kam", nreplicas=9, noutput
     crd = np.empty((nreplicas, noutputs, n), dtype=np.float32)
     for r in range(nreplicas):
         for k in range(noutputs):
-            crd[r, k] = scale[k] * (0.2 + base + rng.exponential(0.6, n))
+            crd[r, k] = scale[k] * (0.2 + base + rng.exponential(noise, n))
     pstore["crd"][:] = crd
     pstore["propensity"][:] = crd.mean(axis=0)
     pstore["delta"][:] = crd.mean(axis=(0, 2))
@@ -195,11 +197,13 @@ def test_correlate_end_to_end(tmp_path):
     from glasscam.analysis.correlate.tables import CorrelateOptions, run_correlate
 
     run = make_run(tmp_path)
-    opts = CorrelateOptions(xi_grid=(0.0, 1.0, 2.0, 3.0), split="all", dr=0.2, r_max_samples=5.0)
+    opts = CorrelateOptions(xi_grid=(0.0, 1.0, 2.0, 3.0), split="all", dr=0.2,
+                            r_max_samples=5.0, null_draws=99, bootstrap=20)
     written = run_correlate(run, opts, echo=lambda s: None)
     names = {p.name for p in written}
-    assert {"table3_xi.csv", "table4_ensembles.csv", "table5_cmax.csv", "fig3_c_delta.csv",
-            "fig5_gamma_vs_delta.csv", "fig7_indicators_vs_delta.csv",
+    assert {"significance.csv", "significance_per_configuration.csv", "table3_xi.csv",
+            "table4_ensembles.csv", "table5_cmax.csv", "fig3_c_delta.csv",
+            "fig7_indicators_vs_delta.csv", "fig7_mean.csv",
             "fig6_pairs_per_sample.csv", "tableS2_pairs_summary.csv", "fig8_c_alpha.csv",
             "fig8_crossings.csv"} <= names
     t5 = {r["indicator"]: r for r in read_csv(run / "tables" / "table5_cmax.csv")}
@@ -207,12 +211,21 @@ def test_correlate_end_to_end(tmp_path):
     assert t5["Gamma"]["correlated_as"] == "1-Gamma"
     assert t5["Upsilon"]["correlated_as"] == "Upsilon"
     assert t5["Theta"]["correlated_as"] == "1-Theta"
-    # Δ was built from the coarse-grained volume: it is found, with a positive ξ
+    # Δ was built from the volume coarse-grained at ξ = 2 and is compared here after a second
+    # coarse-graining at ξ_Δ: the best ξ_ϒ is the planted one or longer, never shorter (the
+    # exact planted-ξ check, with Δ used bare, is test_correlate_finds_the_planted_xi)
     assert float(t5["Upsilon"]["c_max"]) > 0.8
-    assert float(t5["Upsilon"]["xi"]) > 0
+    assert float(t5["Upsilon"]["xi"]) in (2.0, 3.0)
     assert float(t5["Gamma"]["c_max"]) > 0.5
     t3 = {r["variable"]: r for r in read_csv(run / "tables" / "table3_xi.csv")}
-    assert 0 < float(t3["Delta(1)"]["xi"]) < 9
+    assert 0 < float(t3["Delta (used)"]["xi"]) < 9
+    assert t3["Delta (used)"]["xi"] == t3["Delta (noise-free)"]["xi"]
+    # the planted volume is found far above its null; a baseline row exists for x_A
+    sig_rows = read_csv(run / "tables" / "significance.csv")
+    ups = next(r for r in sig_rows if r["indicator"] == "Upsilon" and r["delta_target"] == "max")
+    assert float(ups["p_value"]) == pytest.approx(1 / 100) and float(ups["null_p95"]) < 0.8
+    assert float(ups["ci_low"]) <= float(ups["c_mean"]) <= float(ups["ci_high"]) <= 1.0
+    assert any(r["indicator"] == "x_A" and r["baseline"] == "True" for r in sig_rows)
     t4 = {r["quantity"]: float(r["pearson"]) for r in read_csv(run / "tables" /
                                                                  "table4_ensembles.csv")}
     # coarse-graining removes replica noise: cg sub-ensembles agree better than bare ones
@@ -224,6 +237,41 @@ def test_correlate_end_to_end(tmp_path):
     assert float(gu["pearson_mean"]) < -0.8 and int(gu["samples"]) == 6
     x8 = read_csv(run / "tables" / "fig8_crossings.csv")
     assert {r["indicator"] for r in x8} == {"Gamma", "Upsilon", "Theta"}
+
+
+def quick_options(**kw):
+    """CorrelateOptions with the significance machinery (null draws, bootstraps; not under
+    test where this is used) at its cheapest, where the options have it."""
+    from glasscam.analysis.correlate.tables import CorrelateOptions
+
+    cheap = {"null_draws": 19, "bootstrap": 10}
+    have = CorrelateOptions.__dataclass_fields__
+    return CorrelateOptions(**kw, **{k: v for k, v in cheap.items() if k in have})
+
+
+@pytest.mark.parametrize("xi_planted,seed", [(2.0, 11), (3.0, 5)])
+def test_correlate_finds_the_planted_xi(tmp_path, xi_planted, seed):
+    """Δ planted as the Voronoi volume coarse-grained at ξ (plus weak replica noise) and used
+    bare (--xi-delta 0): `glasscam correlate` must pick ξ_ϒ = the planted ξ, an interior point
+    of the grid, with C_max > 0.95."""
+    from glasscam.analysis.correlate.tables import run_correlate
+
+    run = make_run(tmp_path, nsamples=2, noise=0.1, xi_planted=xi_planted, seed=seed)
+    opts = quick_options(xi_grid=(0.0, 1.0, 2.0, 3.0, 4.0), xi_delta=0.0, split="all", dr=0.2,
+                         r_max_samples=5.0)
+    run_correlate(run, opts, echo=lambda s: None)
+    t5 = {r["indicator"]: r for r in read_csv(run / "tables" / "table5_cmax.csv")}
+    ups = t5["Upsilon"]
+    assert ups["correlated_as"] == "Upsilon" and float(ups["xi_delta"]) == 0.0
+    assert float(ups["xi"]) == xi_planted, ups
+    assert float(ups["c_max"]) > 0.95, ups
+    # the curve behind it: at the chosen ξ every output is near 1 (Δ has the same structure
+    # at every time)
+    f7 = [r for r in read_csv(run / "tables" / "fig7_indicators_vs_delta.csv")
+          if r["indicator"] == "Upsilon"]
+    assert f7 and min(float(r["pearson"]) for r in f7) > 0.9
+    t3 = [r for r in read_csv(run / "tables" / "table3_xi.csv") if r["variable"] == "Upsilon"]
+    assert t3 and all(float(r["xi"]) == xi_planted for r in t3)
 
 
 def test_correlate_bad_inputs(tmp_path):

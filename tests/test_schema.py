@@ -29,6 +29,7 @@ def snap(rng, n=20, m=8) -> Snapshot:
         box=np.array([1.0, 1.0]),
         image=rng.random((2, m, m)).astype(np.float32),
         potential_energy=float(rng.random()),
+        particle_energy=rng.random(n).astype(np.float32),
         temperature=float(rng.random()),
     )
 

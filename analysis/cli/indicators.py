@@ -9,6 +9,24 @@ from typing import Annotated
 import typer
 
 
+def parse_grid(text: str) -> list[float]:
+    """``"0,1,2"`` or ``"0:10"`` (step 1) or ``"0:10:0.5"``, ends included."""
+    text = text.replace(" ", "")
+    if ":" in text:
+        parts = [float(v) for v in text.split(":")]
+        if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] <= 0):
+            raise ValueError("a range is START:STOP or START:STOP:STEP with STEP > 0")
+        start, stop, step = (*parts, 1.0) if len(parts) == 2 else parts
+        n = int(round((stop - start) / step))
+        if n < 0:
+            raise ValueError("STOP is below START")
+        return [round(start + i * step, 12) for i in range(n + 1)]
+    values = [float(v) for v in text.split(",") if v]
+    if not values:
+        raise ValueError("no values")
+    return values
+
+
 def register(app: typer.Typer) -> None:
     @app.command("indicators")
     def indicators(
@@ -56,11 +74,12 @@ def register(app: typer.Typer) -> None:
         run: Annotated[Path, typer.Option(help="Run folder with samples.zarr, indicators.zarr, "
                                          "propensity*.zarr and (optionally) gradcam.zarr.")],
         xi_grid: Annotated[
-            str, typer.Option(help="Comma-separated ξ values scanned for Γ, ϒ, Θ.")
-        ] = "0,1,2,3,4,5,6,7,8,9,10",
+            str, typer.Option(help="ξ values scanned for every indicator: a list (0,1,2) or "
+                              "a range (0:10, step 1; 0:10:0.5).")
+        ] = "0:10",
         xi_delta: Annotated[
             float | None,
-            typer.Option(help="Fix ξ_Δ instead of C_Δ(ξ_Δ) = 1/e at δ ≈ 1."),
+            typer.Option(help="Fix ξ_Δ instead of the noise-free 1/e length at δ ≈ 1."),
         ] = None,
         xi_pairs: Annotated[
             float, typer.Option(help="ξ for the per-sample inter-indicator coefficients (Fig 6).")
@@ -72,17 +91,30 @@ def register(app: typer.Typer) -> None:
         system: Annotated[
             str | None, typer.Option(help="kam or abm (default: the samples store's).")
         ] = None,
+        null_draws: Annotated[
+            int, typer.Option(help="Torus translations of the significance null.")
+        ] = 1000,
+        bootstrap: Annotated[
+            int, typer.Option(help="Replica-bootstrap resamples per configuration.")
+        ] = 200,
+        delta_min: Annotated[
+            float, typer.Option(help="C_max over the outputs with δ ≥ this.")
+        ] = 0.3,
+        seed: Annotated[int, typer.Option(help="Seed of the null and the bootstraps.")] = 0,
     ) -> None:
-        """Coarse-grain Γ, ϒ, Θ, Δ; write Tables 3/4/5, the curves of Figs 3/5/7/8 and the
+        """Coarse-grain Γ, ϒ, Θ, the baselines (local fraction of A, particle energy) and Δ;
+        for every configuration of every propensity store: C_max and C at δ ≈ 0.3, 1, 3, their
+        torus-translation null, p-values, 95 % CIs over configurations and replicas, the noise
+        ceiling; write significance.csv, Tables 3/4/5, the curves of Figs 3/5/7/8 and the
         per-sample Pearson/Spearman of Fig 6 as CSV under RUN/tables/."""
         from glasscam.analysis.correlate.tables import CorrelateOptions, run_correlate
         from rich.console import Console
 
         console = Console()
         try:
-            grid = [float(v) for v in xi_grid.split(",") if v.strip()]
-        except ValueError:
-            console.print(f"[red]error:[/red] --xi-grid {xi_grid!r} is not a list of numbers")
+            grid = parse_grid(xi_grid)
+        except ValueError as err:
+            console.print(f"[red]error:[/red] --xi-grid {xi_grid!r}: {err}")
             raise typer.Exit(2) from None
         opts = CorrelateOptions(
             xi_grid=tuple(grid),
@@ -93,6 +125,10 @@ def register(app: typer.Typer) -> None:
             dr=dr,
             split=split,
             system=system,
+            null_draws=null_draws,
+            bootstrap=bootstrap,
+            delta_min=delta_min,
+            seed=seed,
         )
         try:
             written = run_correlate(run, opts, echo=console.print)

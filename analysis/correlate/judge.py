@@ -129,7 +129,7 @@ class ConfigurationResult:
     ceiling: dict[int, float]  # noise ceiling at output k
     indicators: dict[str, IndicatorResult]
     targets: dict[float, int | None]  # δ target -> output (None: not reached)
-    c_delta: dict[float, Any]  # δ target -> Correlation of the bare Δ (Fig 3)
+    c_delta: dict[float | str, Any]  # δ target (or "largest") -> C of the bare Δ (Fig 3)
     delta_cg: np.ndarray  # Δ̄ [K', N] at the valid outputs (normalised)
     translated: dict[str, Any] = field(default_factory=dict)  # TranslatedField per indicator
 
@@ -154,6 +154,11 @@ def analyse_configuration(conf, fields: Mapping[str, np.ndarray], system: str, o
     delta = np.asarray(conf.delta, dtype=np.float64)
     prop = np.asarray(conf.propensity, dtype=np.float64)
     finite = np.isfinite(delta) & (delta > 0) & np.all(np.isfinite(prop), axis=1)
+    if not finite.any():
+        raise ValueError(
+            f"{conf.store}: fields 'delta'/'propensity' of configuration {conf.index} (sample "
+            f"{conf.sample}) have no output with finite values"
+        )
     valid = np.flatnonzero(finite & (delta >= opts.delta_min))
     if valid.size == 0:  # δ never reached delta_min: keep the finite outputs, say so
         valid = np.flatnonzero(finite)
@@ -167,7 +172,7 @@ def analyse_configuration(conf, fields: Mapping[str, np.ndarray], system: str, o
     if k_ref is None:
         k_ref = int(valid[-1])
     c_bare = spatial_correlation(prop[k_ref], pos, box, dr=opts.dr, pairs=pairs)
-    xi_bare = inverse_e_length(c_bare.r, c_bare.c)
+    xi_bare = inverse_e_length(c_bare.r, sparse_bins_dropped(c_bare))
     crd_ref = np.asarray(conf.crd(k_ref), dtype=np.float64)
     xi_free = (sig.noise_free_length(crd_ref, pos, box, splits=opts.splits, rng=rng)
                if len(crd_ref) >= 4 else float("nan"))
@@ -189,8 +194,12 @@ def analyse_configuration(conf, fields: Mapping[str, np.ndarray], system: str, o
         return coarse_grain_pairs(x, pairs, xi, opts.cutoff_factor * xi, opts.kernel)
 
     delta_cg = normalize(coarse(prop[valid].T, xi_d)).T  # [K', N]
-    c_delta = {t: (spatial_correlation(prop[k], pos, box, dr=opts.dr, pairs=pairs)
-                   if k is not None else None) for t, k in targets.items()}
+    c_delta: dict[float | str, Any] = {
+        t: (spatial_correlation(prop[k], pos, box, dr=opts.dr, pairs=pairs)
+            if k is not None else None) for t, k in targets.items()}
+    # and at the largest δ of the run, under its own value (Fig 3 when no target was reached)
+    c_delta["largest"] = spatial_correlation(prop[int(valid[-1])], pos, box, dr=opts.dr,
+                                             pairs=pairs)
     ceiling: dict[int, float] = {}
 
     def ceiling_at(k: int) -> float:
@@ -274,6 +283,27 @@ def analyse_configuration(conf, fields: Mapping[str, np.ndarray], system: str, o
     return result
 
 
+def sparse_bins_dropped(corr, minimum: int = 10) -> np.ndarray:
+    """C(r) with the bins of fewer than ``minimum`` pairs (below contact: a handful of close
+    pairs) set to NaN, so that a crossing is never read off a nearly empty bin. r = 0 (the
+    same-particle term) is kept."""
+    c = np.array(corr.c, dtype=np.float64)
+    sparse = np.asarray(corr.counts) < minimum
+    sparse[0] = False
+    c[sparse] = np.nan
+    return c
+
+
+def _nanmean(values) -> float:
+    v = np.asarray(values, dtype=np.float64)
+    return float(np.mean(v[np.isfinite(v)])) if np.isfinite(v).any() else float("nan")
+
+
+def _clip(lo: float, hi: float) -> tuple[float, float]:
+    """A correlation's CI within [−1, 1] (the bootstrap-t interval is not range-respecting)."""
+    return max(lo, -1.0), min(hi, 1.0)
+
+
 def p_of(ind: IndicatorResult) -> float:
     """p of one configuration's C_max against its own null."""
     return sig.p_value(float(ind.observed_by_output.max()), ind.null_max)
@@ -335,6 +365,7 @@ def summarise(results: Sequence[ConfigurationResult], confs, opts: Options,
         values = np.array([r.indicators[name].c_max for r in have])
         reps = [r.indicators[name].replicates for r in have]
         mean, lo, hi = sig.two_level_ci(reps, values, rng=rng)
+        lo, hi = _clip(lo, hi)
         null_mean_draws = np.mean([r.indicators[name].null_max for r in have], axis=0)
         other = other_configuration_null(results, confs, name) if len(results) > 1 else None
         base = {
@@ -355,10 +386,9 @@ def summarise(results: Sequence[ConfigurationResult], confs, opts: Options,
                 null_mean_draws),
             "p_values_per_configuration": ";".join(
                 f"{p_of(r.indicators[name]):.3g}" for r in have),
-            "noise_ceiling": float(np.nanmean(
-                [r.ceiling.get(r.indicators[name].k, np.nan) for r in have])),
-            "partial_given_composition": float(np.nanmean(
-                [r.indicators[name].partial for r in have])),
+            "noise_ceiling": _nanmean([r.ceiling.get(r.indicators[name].k, np.nan)
+                                       for r in have]),
+            "partial_given_composition": _nanmean([r.indicators[name].partial for r in have]),
             "null_other_configuration_mean": (float(np.mean(other))
                                               if other is not None and other.size else
                                               float("nan")),
@@ -384,6 +414,7 @@ def summarise(results: Sequence[ConfigurationResult], confs, opts: Options,
             at = [r.indicators[name].at_target[t] for r in got]
             vals = np.array([a["c"] for a in at])
             m, lo_t, hi_t = sig.two_level_ci([a["replicates"] for a in at], vals, rng=rng)
+            lo_t, hi_t = _clip(lo_t, hi_t)
             null_t = np.mean([a["null"] for a in at], axis=0)
             row.update({
                 "delta_reached": float(np.mean([r.delta[a["k"]] for r, a in zip(got, at,
@@ -396,7 +427,7 @@ def summarise(results: Sequence[ConfigurationResult], confs, opts: Options,
                                        null_t),
                 "p_values_per_configuration": ";".join(
                     f"{sig.p_value(a['observed_grid'], a['null']):.3g}" for a in at),
-                "noise_ceiling": float(np.nanmean([a["ceiling"] for a in at])),
+                "noise_ceiling": _nanmean([a["ceiling"] for a in at]),
                 "partial_given_composition": float("nan"),
                 "null_other_configuration_mean": float("nan"),
                 "xi_delta": float(np.mean([r.xi_delta for r in got])),

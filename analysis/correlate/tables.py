@@ -36,26 +36,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from glasscam.analysis.correlate import judge
 from glasscam.analysis.correlate.coarse_grain import PairList, coarse_grain_pairs, normalize
+from glasscam.analysis.correlate.judge import FLIP, SYMBOLS
 from glasscam.analysis.correlate.measures import (
     inverse_e_length,
     pearson,
-    scan_xi,
     spatial_correlation,
     spearman,
     zero_crossing,
 )
-from glasscam.analysis.dynamics.propensity import ensemble_splits, output_at_delta
-from glasscam.analysis.paper import XI_DELTA
+from glasscam.analysis.dynamics.propensity import ensemble_splits
 from glasscam.insitu.geometry import Box
 
-INDICATORS = ("gamma", "voronoi", "ttop")
-SYMBOLS = {"gamma": "Gamma", "voronoi": "Upsilon", "ttop": "Theta"}
-# True: 1 − α is correlated with Δ (paper Figs 1, 2, 5, 7 and §4.6)
-FLIP: dict[str, dict[str, bool]] = {
-    "kam": {"gamma": True, "voronoi": False, "ttop": True},
-    "abm": {"gamma": True, "voronoi": True, "ttop": False},
-}
+INDICATORS = ("gamma", "voronoi", "ttop")  # the structural ones; judge adds the baselines
 
 
 class CorrelateInputError(ValueError):
@@ -76,6 +70,19 @@ class CorrelateOptions:
     delta_targets: tuple[float, ...] = (0.3, 1.0, 3.0)
     ensemble_size: int = 30
     ensemble_count: int = 3
+    delta_min: float = 0.3  # C_max over outputs with δ ≥ this (the ballistic start excluded)
+    null_draws: int = 1000  # torus translations of the significance null
+    bootstrap: int = 200  # replica-bootstrap resamples per configuration
+    seed: int = 0  # of the null's translations, the bootstraps, the replica splits
+
+    def significance_options(self) -> judge.Options:
+        """The options of the significance analysis (:mod:`.judge`)."""
+        return judge.Options(
+            xi_grid=self.xi_grid, xi_delta=self.xi_delta, kernel=self.kernel,
+            cutoff_factor=self.cutoff_factor, dr=self.dr, delta_min=self.delta_min,
+            delta_targets=self.delta_targets, null_draws=self.null_draws,
+            bootstrap=self.bootstrap, seed=self.seed,
+        )
     max_samples: int | None = None  # cap on samples per class for Figs 6/8 (None: all)
 
 
@@ -109,7 +116,7 @@ def _finite(arr: np.ndarray, where: str, name: str) -> np.ndarray:
 
 
 def orientation_label(ind: str, flip: bool) -> str:
-    return f"1-{SYMBOLS[ind]}" if flip else SYMBOLS[ind]
+    return judge.label(ind, flip)
 
 
 # --------------------------------------------------------------------------------------------
@@ -206,140 +213,141 @@ def sample_configuration(inp: RunInputs, cls: str, idx: int):
 
 
 # --------------------------------------------------------------------------------------------
-# propensity analysis (one isoconfigurational store)
+# propensity analysis: every configuration of every isoconfigurational store
 
 
-def analyse_propensity(
-    inp: RunInputs, path: Path, opts: CorrelateOptions
-) -> dict[str, list[list[Any]]]:
-    """Rows of Tables 3/4/5 and Figs 3/5/7 for one propensity store."""
-    from glasscam.insitu.schema import open_propensity_store
-
-    store = open_propensity_store(path)
-    where = str(path)
-    attrs = dict(store.attrs)
-    temp = float(attrs.get("temperature", attrs["parameters"].get("temp", float("nan"))))
-    cls = str(attrs.get("class", "glass"))
-    sample = int(attrs.get("sample", attrs["parameters"].get("sample", -1)))
-    ref_pos = _finite(store["reference/positions"][:], where, "reference/positions")
-    box = _finite(store["reference/box"][:], where, "reference/box")
-    if ref_pos.shape[0] != inp.natoms:
+def configuration_fields(inp: RunInputs, conf) -> dict[str, np.ndarray]:
+    """Γ, ϒ, Θ (and the per-particle energy when the samples store has it) of the glass
+    sample a configuration starts from; checks that the configurations agree."""
+    cls, sample, where = "glass", int(conf.sample), str(conf.store)
+    spos, _ = sample_configuration(inp, cls, sample)
+    d = Box.from_box(conf.box).minimum_image(spos - np.asarray(conf.positions, np.float64))
+    if np.abs(d).max() > 1e-3:
         raise CorrelateInputError(
-            f"{where}: field 'reference/positions' has N = {ref_pos.shape[0]}, but "
-            f"{inp.samples_path} has N = {inp.natoms}"
+            f"{where}: 'reference/positions' of configuration {conf.index} differ from "
+            f"{inp.samples_path} field '{cls}/positions[{sample}]'"
         )
-    delta = np.asarray(store["delta"][:], dtype=np.float64)
-    prop = np.asarray(store["propensity"][:], dtype=np.float64)
-    valid = np.isfinite(delta) & (delta > 0) & np.all(np.isfinite(prop), axis=1)
-    if not valid.any():
-        raise CorrelateInputError(
-            f"{where}: fields 'delta'/'propensity' have no output with finite values"
-        )
-    ks = np.flatnonzero(valid)
-    pos = ref_pos.astype(np.float64)
-    fields = sample_fields(inp, cls, sample) if sample >= 0 else {}
-    if sample >= 0:
-        spos, _ = sample_configuration(inp, cls, sample)
-        d = Box.from_box(box).minimum_image(spos - pos)
-        if np.abs(d).max() > 1e-3:
+    fields = sample_fields(inp, cls, sample)
+    if "particle_energy" in inp.samples[cls]:
+        energy = np.asarray(inp.samples[f"{cls}/particle_energy"][sample], dtype=np.float64)
+        if np.all(np.isfinite(energy)):
+            fields["energy"] = energy
+    return fields
+
+
+def analyse_store(
+    inp: RunInputs, path: Path, opts: CorrelateOptions, rng: np.random.Generator, echo=print
+) -> dict[str, list]:
+    """Rows of every table for the configurations of one propensity store (one temperature)."""
+    from glasscam.analysis.dynamics.propensity import open_configurations
+
+    confs = open_configurations(path)
+    jopts = opts.significance_options()
+    rows: dict[str, list] = {k: [] for k in ("t3", "t4", "f3", "f7", "per", "sig")}
+    results = []
+    for conf in confs:
+        if conf.positions.shape[0] != inp.natoms:
             raise CorrelateInputError(
-                f"{where}: 'reference/positions' differ from {inp.samples_path} field "
-                f"'{cls}/positions[{sample}]' (attribute 'sample' = {sample})"
+                f"{path}: field 'reference/positions' has N = {conf.positions.shape[0]}, but "
+                f"{inp.samples_path} has N = {inp.natoms}"
             )
-    if not fields:
-        from glasscam.analysis.structure.indicators import compute_sample
-        from glasscam.analysis.structure.tong_tanaka import diameters_for
-
-        types = np.asarray(store["reference/types"][:])
-        fields = dict(zip(("voronoi", "ttop"),
-                          compute_sample(pos, types, box, diameters_for(inp.system)), strict=True))
-    r_half = float(np.min(box) / 2)
-    pairs = PairList.build(pos, box, max(r_half, opts.cutoff_factor * max(opts.xi_grid)))
-    rows: dict[str, list[list[Any]]] = {k: [] for k in ("t3", "t4", "t5", "f3", "f7")}
-    # Fig 3 / Table 3: C_Δ(r) of the bare propensity at δ ≈ targets, ξ_Δ(δ) = 1/e length
-    xi_of: dict[float, float] = {}
-    for target in opts.delta_targets:
-        k = int(ks[output_at_delta(delta[ks], target)])
-        corr = spatial_correlation(prop[k], pos, box, dr=opts.dr, pairs=pairs)
-        xi_of[target] = inverse_e_length(corr.r, corr.c)
-        for r, c, n in zip(corr.r, corr.c, corr.counts, strict=True):
-            rows["f3"].append([temp, target, delta[k], r, c, n])
-        rows["t3"].append([temp, f"Delta({target:g})", xi_of[target],
-                           f"C_Delta(xi)=1/e at delta={delta[k]:.4g}"])
-    if opts.xi_delta is not None:
-        xi_d = float(opts.xi_delta)
-    else:
-        target = min(opts.delta_targets, key=lambda t: abs(np.log(t)))
-        xi_d = xi_of[target]
-    how = "xi used for every coarse-grained Delta"
-    if not np.isfinite(xi_d):
-        # C_Δ stays above 1/e up to L/2: the box is too small to see ξ_Δ. Fall back to the
-        # paper's ξ_Δ = 4 (capped at L/4) and say so in the table rather than stop the run.
-        xi_d = min(XI_DELTA, r_half / 2)
-        how = (f"FALLBACK: C_Delta never reaches 1/e within L/2 = {r_half:.3g}; paper's "
-               f"xi_Delta = {XI_DELTA:g} capped at L/4 (override with --xi-delta)")
-    rows["t3"].append([temp, "Delta(fixed)", xi_d, how])
-    delta_cg = normalize(coarse_grain_pairs(prop[ks].T, pairs, xi_d, opts.cutoff_factor * xi_d,
-                                            opts.kernel)).T  # [K', N]
-    flips = FLIP[inp.system]
-    for ind in INDICATORS:
-        if ind not in fields:
-            continue
-        scan = scan_xi(fields[ind], delta_cg, pos, box, opts.xi_grid, flip=flips[ind],
-                       cutoff_factor=opts.cutoff_factor, kernel=opts.kernel, pairs=pairs)
-        label = orientation_label(ind, flips[ind])
-        if np.all(np.isnan(scan)):
-            # a constant field (e.g. an all-zero Grad-CAM map) has no correlation: say so
-            why = f"{SYMBOLS[ind]} is constant on sample {sample}: Pearson undefined"
-            rows["t3"].append([temp, SYMBOLS[ind], float("nan"), why])
-            rows["t5"].append([temp, SYMBOLS[ind], label, float("nan"), xi_d, float("nan"),
-                               float("nan")])
-            continue
-        best = np.nanmax(np.where(np.isnan(scan), -np.inf, scan), axis=1)
-        a = int(np.argmax(best))
-        xi_a = float(opts.xi_grid[a])
-        rows["t3"].append([temp, SYMBOLS[ind], xi_a, f"argmax_xi max_delta C({label}, Delta)"])
-        curve = scan[a]
-        b = int(np.nanargmax(curve))
-        rows["t5"].append([temp, SYMBOLS[ind], label, xi_a, xi_d, curve[b], delta[ks[b]]])
-        for kk, c in zip(ks, curve, strict=True):
-            rows["f7"].append([temp, SYMBOLS[ind], label, xi_a, xi_d, int(kk), delta[kk], c])
-    rows["t4"] = ensemble_table(store, where, pos, box, pairs, delta, ks, xi_d, temp, opts)
+        try:
+            res = judge.analyse_configuration(conf, configuration_fields(inp, conf),
+                                              inp.system, jopts, rng)
+        except CorrelateInputError:
+            raise
+        except ValueError as err:  # a kernel refused the data: say which store
+            raise CorrelateInputError(f"{path}: {err}") from None
+        results.append(res)
+        temp, s = res.temperature, res.sample
+        rows["t3"] += [
+            [temp, s, "Delta (used)", res.xi_delta, res.xi_delta_how, res.xi_delta_flag],
+            [temp, s, "Delta (bare 1/e rule, paper)", res.xi_delta_bare,
+             "C_Delta(xi) = 1/e of the replica-mean Delta at delta ~ 1", False],
+            [temp, s, "Delta (noise-free)", res.xi_delta_noise_free,
+             "1/e of the cross-correlation of disjoint replica halves", False],
+        ]
+        for target, corr in res.c_delta.items():
+            if corr is None:
+                continue
+            k = int(res.valid[-1]) if target == "largest" else res.targets[target]
+            rows["f3"] += [[temp, s, target, res.delta[k], r, c, n]
+                           for r, c, n in zip(corr.r, corr.c, corr.counts, strict=True)]
+        for name, ind in res.indicators.items():
+            lab = judge.label(name, ind.flip)
+            rows["t3"].append([temp, s, judge.SYMBOLS[name], ind.xi,
+                               f"argmax_xi max_(delta >= {opts.delta_min:g}) C({lab}, Delta)",
+                               ind.cutoff_flag])
+            a = int(np.flatnonzero(np.asarray(opts.xi_grid) == ind.xi)[0])
+            for j, k in enumerate(res.valid):
+                rows["f7"].append([temp, s, judge.SYMBOLS[name], lab, ind.xi, res.xi_delta,
+                                   int(k), res.delta[k], ind.scan[a, j],
+                                   float(ind.null_by_output[:, j].mean()),
+                                   float(np.quantile(ind.null_by_output[:, j], 0.95))])
+            rows["per"].append([
+                temp, s, judge.SYMBOLS[name], lab, ind.c_max, ind.xi, res.delta[ind.k],
+                judge.p_of(ind), float(ind.null_max.mean()),
+                float(np.quantile(ind.null_max, 0.95)), res.ceiling.get(ind.k, float("nan")),
+                ind.partial, res.xi_delta, res.replicas,
+            ])
+        rows["t4"] += ensemble_table(conf, res, opts)
+        echo(f"correlate: {path.name} configuration {conf.index} (sample {s}) analysed")
+    rows["sig"] = judge.summarise(results, confs, jopts, rng)
     return rows
 
 
-def ensemble_table(store, where, pos, box, pairs, delta, ks, xi_d, temp, opts) -> list[list[Any]]:
+def ensemble_table(conf, res, opts: CorrelateOptions) -> list[list[Any]]:
     """Table 4 rows at δ ≈ 1: Pearson between disjoint sub-ensembles and the full one."""
-    done = np.flatnonzero(np.asarray(store["done"][:], dtype=bool))
-    ns = len(done)
+    ns = len(conf.replicas)
     size = min(opts.ensemble_size, ns // opts.ensemble_count)
-    if size < 2:
-        return [[temp, "skipped", f"only {ns} done replicas", float("nan"), 0, ns]]
-    k = int(ks[output_at_delta(delta[ks], 1.0)])
-    crd = np.stack([np.asarray(store["crd"][int(s), k], dtype=np.float64) for s in done])
-    _finite(crd, where, f"crd[:, {k}]")
+    temp, s = res.temperature, res.sample
+    k = res.targets.get(1.0)
+    if size < 2 or k is None:
+        why = f"only {ns} done replicas" if size < 2 else "delta ~ 1 not reached"
+        return [[temp, s, "skipped", why, float("nan"), float("nan"), 0, ns]]
+    crd = np.asarray(conf.crd(k), dtype=np.float64)
+    pos, box = np.asarray(conf.positions, np.float64), np.asarray(conf.box, np.float64)
+    pairs = PairList.build(pos, box, opts.cutoff_factor * res.xi_delta)
     blocks = list(ensemble_splits(ns, size, opts.ensemble_count).values())
     subsets = [crd[idx].mean(axis=0) for idx in blocks[:-1]]
     full = crd[blocks[-1]].mean(axis=0)
 
     def cg(x):
-        return coarse_grain_pairs(x, pairs, xi_d, opts.cutoff_factor * xi_d, opts.kernel)
+        return coarse_grain_pairs(x, pairs, res.xi_delta, opts.cutoff_factor * res.xi_delta,
+                                  opts.kernel)
 
     sub_cg = [cg(x) for x in subsets]
     full_cg = cg(full)
     pairs_ij = list(combinations(range(len(subsets)), 2))
     es, ea = f"e{size}", f"e{ns}"
-    rows = [
+    table = [
         (f"C({es}i,{es}j) bare", np.mean([pearson(subsets[i], subsets[j]) for i, j in pairs_ij])),
         (f"C({es}i,{es}j) cg", np.mean([pearson(sub_cg[i], sub_cg[j]) for i, j in pairs_ij])),
-        (f"C({es}i,{ea}) bare", np.mean([pearson(s, full) for s in subsets])),
-        (f"C({es}i,{ea}) cg", np.mean([pearson(s, full_cg) for s in sub_cg])),
-        (f"C({es}i bare,{es}i cg)", np.mean([pearson(s, c) for s, c in zip(subsets, sub_cg,
+        (f"C({es}i,{ea}) bare", np.mean([pearson(x, full) for x in subsets])),
+        (f"C({es}i,{ea}) cg", np.mean([pearson(x, full_cg) for x in sub_cg])),
+        (f"C({es}i bare,{es}i cg)", np.mean([pearson(x, c) for x, c in zip(subsets, sub_cg,
                                                                            strict=True)])),
         (f"C({ea} bare,{ea} cg)", pearson(full, full_cg)),
         (f"C({es}i cg,{ea} bare)", np.mean([pearson(c, full) for c in sub_cg])),
     ]
-    return [[temp, name, float(v), delta[k], size, ns] for name, v in rows]
+    return [[temp, s, name, "", float(v), res.delta[k], size, ns] for name, v in table]
+
+
+def curve_means(f7: list[list[Any]]) -> list[list[Any]]:
+    """Figs 5/7 over configurations: at each output, the mean C with a 95 % percentile band
+    of the configurations and the mean null band."""
+    out = []
+    keyed: dict[tuple, list[list[Any]]] = {}
+    for r in f7:
+        keyed.setdefault((r[0], r[2], r[3], r[6]), []).append(r)
+    for (temp, ind, lab, k), rs in sorted(keyed.items(), key=lambda kv: (kv[0][0], kv[0][1],
+                                                                         kv[0][3])):
+        c = np.array([r[8] for r in rs], dtype=np.float64)
+        lo, hi = (np.nanquantile(c, [0.025, 0.975]) if len(c) > 1 else (np.nan, np.nan))
+        out.append([temp, ind, lab, k, float(np.mean([r[7] for r in rs])), float(np.nanmean(c)),
+                    float(lo), float(hi), float(np.mean([r[9] for r in rs])),
+                    float(np.mean([r[10] for r in rs])), len(rs)])
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -447,39 +455,55 @@ def run_correlate(
         raise CorrelateInputError(f"xi grid must be non-empty and >= 0, got {opts.xi_grid}")
     if opts.kernel not in ("exp", "gauss", "tophat"):
         raise CorrelateInputError(f"unknown kernel {opts.kernel!r}")
+    if opts.null_draws < 19:
+        raise CorrelateInputError(f"--null-draws must be >= 19 (p < 0.05 needs 19), got "
+                                  f"{opts.null_draws}")
     inp = open_inputs(run, opts.system)
     if inp.system not in FLIP:
         raise CorrelateInputError(f"unknown system {inp.system!r}; choose kam or abm")
     tables = inp.run / "tables"
     written: list[Path] = []
-    prop_rows: dict[str, list] = {k: [] for k in ("t3", "t4", "t5", "f3", "f7")}
+    rows: dict[str, list] = {k: [] for k in ("t3", "t4", "f3", "f7", "per", "sig")}
+    rng = np.random.default_rng(opts.seed)
     if not inp.propensity_paths:
         echo(f"correlate: no propensity*.zarr in {inp.run}: Tables 3-5 and Figs 3/5/7 skipped")
     for path in inp.propensity_paths:
-        rows = analyse_propensity(inp, path, opts)
-        for k, v in rows.items():
-            prop_rows[k].extend(v)
-        echo(f"correlate: {path.name} analysed")
+        for k, v in analyse_store(inp, path, opts, rng, echo).items():
+            rows[k].extend(v)
     if inp.propensity_paths:
+        sig_rows = rows["sig"]
         written += [
-            _write_csv(tables / "table3_xi.csv", ["temperature", "variable", "xi", "how"],
-                       prop_rows["t3"]),
+            _write_csv(tables / "significance.csv", judge.SIGNIFICANCE_COLUMNS,
+                       [[r[c] for c in judge.SIGNIFICANCE_COLUMNS] for r in sig_rows]),
+            _write_csv(tables / "significance_per_configuration.csv",
+                       ["temperature", "sample", "indicator", "correlated_as", "c_max", "xi",
+                        "delta_star", "p_value", "null_mean", "null_p95", "noise_ceiling",
+                        "partial_given_composition", "xi_delta", "replicas"], rows["per"]),
+            _write_csv(tables / "table3_xi.csv",
+                       ["temperature", "sample", "variable", "xi", "how", "cutoff_beyond_half_box"],
+                       rows["t3"]),
             _write_csv(tables / "table4_ensembles.csv",
-                       ["temperature", "quantity", "pearson", "delta", "ensemble_size",
-                        "replicas"], prop_rows["t4"]),
+                       ["temperature", "sample", "quantity", "note", "pearson", "delta",
+                        "ensemble_size", "replicas"], rows["t4"]),
             _write_csv(tables / "table5_cmax.csv",
-                       ["temperature", "indicator", "correlated_as", "xi", "xi_delta", "c_max",
-                        "delta_star"], prop_rows["t5"]),
+                       ["temperature", "indicator", "correlated_as", "baseline", "xi",
+                        "xi_delta", "c_max", "ci_low", "ci_high", "p_value", "null_mean",
+                        "null_p95", "noise_ceiling", "delta_star", "configurations"],
+                       [[r["temperature"], r["indicator"], r["correlated_as"], r["baseline"],
+                         r["xi"], r["xi_delta"], r["c_mean"], r["ci_low"], r["ci_high"],
+                         r["p_value"], r["null_mean"], r["null_p95"], r["noise_ceiling"],
+                         r["delta_reached"], r["configurations"]]
+                        for r in sig_rows if r["delta_target"] == "max"]),
             _write_csv(tables / "fig3_c_delta.csv",
-                       ["temperature", "delta_target", "delta", "r", "c", "pairs"],
-                       prop_rows["f3"]),
+                       ["temperature", "sample", "delta_target", "delta", "r", "c", "pairs"],
+                       rows["f3"]),
             _write_csv(tables / "fig7_indicators_vs_delta.csv",
-                       ["temperature", "indicator", "correlated_as", "xi", "xi_delta", "output",
-                        "delta", "pearson"], prop_rows["f7"]),
-            _write_csv(tables / "fig5_gamma_vs_delta.csv",
-                       ["temperature", "indicator", "correlated_as", "xi", "xi_delta", "output",
-                        "delta", "pearson"],
-                       [r for r in prop_rows["f7"] if r[1] == "Gamma"]),
+                       ["temperature", "sample", "indicator", "correlated_as", "xi", "xi_delta",
+                        "output", "delta", "pearson", "null_mean", "null_p95"], rows["f7"]),
+            _write_csv(tables / "fig7_mean.csv",
+                       ["temperature", "indicator", "correlated_as", "output", "delta",
+                        "pearson", "band_low", "band_high", "null_mean", "null_p95",
+                        "configurations"], curve_means(rows["f7"])),
         ]
     srows = analyse_samples(inp, opts, echo)
     written += [

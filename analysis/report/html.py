@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from glasscam.analysis.paper import INV_E, PAPER
+from glasscam.analysis.paper import DELTA_TARGETS, INV_E, PAPER
 from glasscam.analysis.report import plots
 
 
@@ -58,6 +58,10 @@ def _img(rel: str, caption: str) -> str:
     )
 
 
+# the paper's δ values (Fig 1 E/F), dotted in Figs 5 and 7
+DELTA_LINES = {f"δ = {t:g}": t for t in DELTA_TARGETS}
+
+
 class Report:
     """Collects sections; each figure is written under ``figures/`` of the run folder."""
 
@@ -68,9 +72,14 @@ class Report:
         self.sections: list[tuple[str, str]] = []
         self.figures: list[Path] = []
         self.tables: list[Path] = []
+        self.cautions: list[str] = []
 
     def add(self, title: str, body: str) -> None:
         self.sections.append((title, body))
+
+    def caution(self, text: str) -> None:
+        """A warning shown in a banner at the top of the report."""
+        self.cautions.append(text)
 
     def figure(self, name: str, caption: str, draw: Callable[[Path], Path]) -> str:
         path = draw(self.fig_dir / name)
@@ -133,7 +142,15 @@ def training_section(rep: Report, system: str) -> None:
         return
     m = json.loads(path.read_text())
     test = m.get("test", {})
+    accuracy = float(test.get("accuracy", float("nan")))
+    if not accuracy >= 0.9:
+        rep.caution(f"test accuracy {100 * accuracy:.1f} % is below 90 %: the Grad-CAM scores "
+                    "come from a network that does not tell liquid from glass reliably.")
     rows = [["test accuracy", test.get("accuracy", float("nan")), PAPER["accuracy"][system]]]
+    if "member_test_accuracy" in m:
+        rows.append(["ensemble members' test accuracy",
+                     ", ".join(f"{a:.3f}" for a in m["member_test_accuracy"]),
+                     "one network in the paper"])
     per_class = test.get("per_class_accuracy") or {}
     for cls, acc in per_class.items():
         rows.append([f"test accuracy ({cls})", acc, "≈ 100 %"])
@@ -217,6 +234,54 @@ def _rows(path: Path) -> list[dict[str, str]]:
     return read_csv(path) if path.exists() else []
 
 
+def _mean_by(rows: Sequence[dict[str, str]], key: str, value: str) -> dict[str, float]:
+    groups: dict[str, list[float]] = {}
+    for r in rows:
+        groups.setdefault(r[key], []).append(float(r[value]))
+    return {k: float(np.nanmean(v)) for k, v in groups.items()}
+
+
+def significance_section(rep: Report, system: str) -> None:
+    """Is each correlation more than chance? One sentence per indicator, then the table."""
+    from glasscam.analysis.correlate.judge import verdict
+
+    rows = _rows(rep.run / "tables" / "significance.csv")
+    if not rows:
+        rep.add("Significance — is the correlation more than chance?",
+                _missing("significance.csv", "no propensity store analysed"))
+        return
+    for r in rows:
+        r["reached"] = r["reached"] == "True"
+    sentences = "".join(f"<li>{html.escape(verdict(r))}</li>" for r in rows
+                        if r["delta_target"] == "max")
+    missing = sorted({r["delta_target"] for r in rows
+                      if r["delta_target"] != "max" and not r["reached"]}, key=float)
+    if missing:
+        rep.caution(f"δ target(s) {', '.join(missing)} not reached by every configuration: "
+                    "their rows say so and carry no value.")
+    body = (f"<ul>{sentences}</ul><p>Each C is the mean over configurations of the per-"
+            "configuration statistic; the CI (95 %) bootstraps configurations and, within "
+            "each, replicas. The null evaluates the same coarse-grained indicator at randomly "
+            "translated positions on the torus and repeats every choice made on the data (the "
+            "maximum over ξ and over δ ≥ 0.3), so p is calibrated; <i>null other</i> is the "
+            "same statistic for the indicator of another configuration. The noise ceiling is "
+            "the largest C the finite number of replicas allows (split-half reliability of Δ̄, "
+            "Spearman–Brown corrected, square root). x_A (local fraction of species A) and E "
+            "(per-particle potential energy) are baselines; <i>partial</i> is the correlation "
+            "with Δ̄ given x_A.</p>")
+    body += _table(
+        ["T", "indicator", "δ", "δ reached", "configs", "ξ", "C (mean)", "95 % CI", "null mean",
+         "null p95", "p", "noise ceiling", "partial | x_A", "null other"],
+        [[r["temperature"], html.escape(r["correlated_as"]), r["delta_target"],
+          _f(r["delta_reached"], 2) if r["reached"] else "not reached", r["configurations"],
+          _f(r["xi"], 2), _f(r["c_mean"]),
+          f"[{_f(r['ci_low'])}, {_f(r['ci_high'])}]" if r["reached"] else "–",
+          _f(r["null_mean"]), _f(r["null_p95"]), _f(r["p_value"], 2),
+          _f(r["noise_ceiling"]), _f(r["partial_given_composition"]),
+          _f(r["null_other_configuration_mean"])] for r in rows])
+    rep.add("Significance — is the correlation more than chance?", body)
+
+
 def tables_section(rep: Report, system: str) -> None:
     tables = rep.run / "tables"
     t3, t4, t5 = (_rows(tables / n) for n in
@@ -225,30 +290,43 @@ def tables_section(rep: Report, system: str) -> None:
     paper_xi = PAPER["xi"].get(system, {})
     if t3:
         rows = []
-        for r in t3:
-            var = r["variable"]
-            paper = (paper_xi["Delta"] if var.startswith("Delta") else paper_xi["structural"])
-            rows.append([r["temperature"], html.escape(var), r["xi"], paper, html.escape(r["how"])])
-        body = _table(["T", "variable", "ξ (this run)", "ξ (paper)", "how"], rows)
-        body += ("<p>Paper: ξ_Δ = 4 for both systems; ξ of the structural indicators "
-                 "8 (KAM) / 5 (ABM), as quoted in DESIGN §5 (Table 3 is an image).</p>")
+        for temp in sorted({r["temperature"] for r in t3}, key=float):
+            mine = [r for r in t3 if r["temperature"] == temp]
+            for var, xi in _mean_by(mine, "variable", "xi").items():
+                how = next(r["how"] for r in mine if r["variable"] == var)
+                flagged = any(r["cutoff_beyond_half_box"] == "True" for r in mine
+                              if r["variable"] == var)
+                paper = (paper_xi["Delta"] if var.startswith("Delta")
+                         else paper_xi["structural"])
+                rows.append([temp, html.escape(var), _f(xi, 2), paper,
+                             "3ξ > L/2" if flagged else "", html.escape(how)])
+        body = _table(["T", "variable", "ξ (mean over configurations)", "ξ (paper)", "flag",
+                       "how"], rows)
+        body += ("<p>Paper: ξ_Δ = 4 for both systems; ξ of the structural indicators 8 (KAM) / "
+                 "5 (ABM), as quoted in DESIGN §5 (Table 3 is an image). The noise-free ξ_Δ "
+                 "(cross-correlation of disjoint replica halves) is the one used; the paper's "
+                 "bare rule is shown beside it. Per configuration: tables/table3_xi.csv.</p>")
         rep.add("Table 3 — coarse-graining lengths", body)
     else:
         rep.add("Table 3 — coarse-graining lengths",
                 _missing("table3_xi.csv", "no propensity store analysed"))
     if t4:
-        rows = [[r["temperature"], html.escape(r["quantity"]), r["pearson"], r["delta"],
-                 r["ensemble_size"], r["replicas"], "image in the paper"] for r in t4]
+        rows = [[r["temperature"], r["sample"], html.escape(r["quantity"]), _f(r["pearson"]),
+                 _f(r["delta"], 2), r["ensemble_size"], r["replicas"]] for r in t4]
         rep.add("Table 4 — propensity ensembles",
-                _table(["T", "quantity", "Pearson", "δ", "ensemble size", "replicas", "paper"],
-                       rows))
+                _table(["T", "sample", "quantity", "Pearson", "δ", "ensemble size",
+                        "replicas"], rows) + "<p>The paper's Table 4 is an image.</p>")
     else:
         rep.add("Table 4 — propensity ensembles", _missing("table4_ensembles.csv", "not written"))
     if t5:
-        rows = [[r["temperature"], html.escape(r["correlated_as"]), r["xi"], r["c_max"],
-                 paper_c.get(r["indicator"], "–"), r["delta_star"]] for r in t5]
+        rows = [[r["temperature"], html.escape(r["correlated_as"]), _f(r["xi"], 2),
+                 f"{_f(r['c_max'])} [{_f(r['ci_low'])}, {_f(r['ci_high'])}]",
+                 _f(r["null_p95"]), _f(r["p_value"], 2), _f(r["noise_ceiling"]),
+                 paper_c.get(r["indicator"], "–"), _f(r["delta_star"], 2),
+                 r["configurations"]] for r in t5]
         rep.add("Table 5 — maximum correlation with the propensity",
-                _table(["T", "indicator", "ξ", "C_max (this run)", "C_max (paper)", "δ*"], rows))
+                _table(["T", "indicator", "ξ", "C_max (95 % CI)", "null p95", "p",
+                        "noise ceiling", "C_max (paper)", "δ*", "configurations"], rows))
     else:
         rep.add("Table 5 — maximum correlation with the propensity",
                 _missing("table5_cmax.csv", "no propensity store analysed"))
@@ -266,46 +344,64 @@ def curve_figures(rep: Report, system: str) -> None:
     body = ""
     f3 = _rows(tables / "fig3_c_delta.csv")
     if f3:
-        temps = sorted({r["temperature"] for r in f3})
-        for temp in temps:
+        for temp in sorted({r["temperature"] for r in f3}, key=float):
             rows = [r for r in f3 if r["temperature"] == temp]
-            targets = sorted({r["delta_target"] for r in rows}, key=float)
-            xs = {f"δ ≈ {t}": np.array([float(r["r"]) for r in rows if r["delta_target"] == t])
-                  for t in targets}
-            ys = {f"δ ≈ {t}": np.array([float(r["c"]) for r in rows if r["delta_target"] == t])
-                  for t in targets}
+            xs, ys = {}, {}
+            targets = sorted({r["delta_target"] for r in rows} - {"largest"}, key=float)
+            for target in [*targets, "largest"]:
+                mine = [r for r in rows if r["delta_target"] == target]
+                if not mine:
+                    continue
+                by_r = _mean_by(mine, "r", "c")
+                name = (f"δ ≈ {target} (reached)" if target != "largest" else
+                        f"largest δ = {np.mean([float(r['delta']) for r in mine]):.2g}")
+                xs[name] = np.array([float(k) for k in by_r])
+                ys[name] = np.array(list(by_r.values()))
             body += rep.figure(
-                f"fig3_c_delta_T{temp}.png", f"Fig. 3 analogue: C_Δ(r) at T = {temp}",
+                f"fig3_c_delta_T{temp}.png",
+                f"Fig. 3 analogue: C_Δ(r) of the bare propensity at T = {temp}, mean over "
+                "configurations, at the δ targets that were reached and at the largest δ of the "
+                "run (under its own value)",
                 lambda p, xs=xs, ys=ys: plots.curves(xs, ys, p, "r", "C_Δ(r)",
                                                      hlines={"1/e": INV_E, "0": 0.0}),
             )
-    f7 = _rows(tables / "fig7_indicators_vs_delta.csv")
+    f7 = _rows(tables / "fig7_mean.csv")
     paper_c = PAPER["c_max"].get(system, {})
     if f7:
-        for temp in sorted({r["temperature"] for r in f7}):
+        for temp in sorted({r["temperature"] for r in f7}, key=float):
             rows = [r for r in f7 if r["temperature"] == temp]
             inds = list(dict.fromkeys(r["indicator"] for r in rows))
             labels = {i: next(r["correlated_as"] for r in rows if r["indicator"] == i)
                       for i in inds}
-            xs = {labels[i]: np.array([float(r["delta"]) for r in rows if r["indicator"] == i])
-                  for i in inds}
-            ys = {labels[i]: np.array([float(r["pearson"]) for r in rows if r["indicator"] == i])
-                  for i in inds}
+
+            def col(i, name, rows=rows):
+                return np.array([float(r[name]) for r in rows if r["indicator"] == i])
+
+            xs = {labels[i]: col(i, "delta") for i in inds}
+            ys = {labels[i]: col(i, "pearson") for i in inds}
+            bands = {labels[i]: (col(i, "band_low"), col(i, "band_high")) for i in inds}
+            nulls = {labels[i]: (col(i, "null_mean"), col(i, "null_p95")) for i in inds}
             if "Gamma" in inds:
                 lab = labels["Gamma"]
                 body += rep.figure(
                     f"fig5_gamma_vs_delta_T{temp}.png",
-                    f"Fig. 5 analogue: C({lab}, Δ) vs δ at T = {temp}; dashed: paper's C_max",
-                    lambda p, lab=lab, xs=xs, ys=ys: plots.curves(
+                    f"Fig. 5 analogue: C({lab}, Δ) vs δ at T = {temp}: mean over "
+                    "configurations (shaded: their 95 % spread; hatched: null mean to null 95th "
+                    "percentile); dashed: the paper's C_max",
+                    lambda p, lab=lab, xs=xs, ys=ys, bands=bands, nulls=nulls: plots.curves(
                         {lab: xs[lab]}, {lab: ys[lab]}, p, "δ", "Pearson C", logx=True,
-                        references={lab: paper_c["Gamma"]} if "Gamma" in paper_c else None),
+                        references={lab: paper_c["Gamma"]} if "Gamma" in paper_c else None,
+                        bands={lab: bands[lab]}, null_bands={lab: nulls[lab]},
+                        vlines=DELTA_LINES),
                 )
             body += rep.figure(
                 f"fig7_indicators_vs_delta_T{temp}.png",
-                f"Fig. 7 analogue: C(indicator, Δ) vs δ at T = {temp}; dashed: paper's C_max",
-                lambda p, xs=xs, ys=ys, labels=labels: plots.curves(
+                f"Fig. 7 analogue: C(indicator, Δ) vs δ at T = {temp}, mean over "
+                "configurations with the null band (hatched); dashed: the paper's C_max",
+                lambda p, xs=xs, ys=ys, labels=labels, nulls=nulls: plots.curves(
                     xs, ys, p, "δ", "Pearson C", logx=True,
-                    references={labels[i]: paper_c[i] for i in labels if i in paper_c}),
+                    references={labels[i]: paper_c[i] for i in labels if i in paper_c},
+                    null_bands=nulls, vlines=DELTA_LINES),
             )
     f6 = _rows(tables / "fig6_pairs_per_sample.csv")
     if f6:
@@ -343,10 +439,10 @@ def curve_figures(rep: Report, system: str) -> None:
 def maps_section(rep: Report, system: str) -> None:
     """Figures 1–2 and 4: particle maps of one glass configuration, and the extxyz export."""
     from glasscam.analysis.correlate.coarse_grain import PairList, coarse_grain_pairs, normalize
+    from glasscam.analysis.correlate.judge import target_output
     from glasscam.analysis.correlate.tables import FLIP, SYMBOLS, open_inputs, sample_fields
-    from glasscam.analysis.dynamics.propensity import ensemble_splits, output_at_delta
+    from glasscam.analysis.dynamics.propensity import ensemble_splits, open_configurations
     from glasscam.analysis.report.export import write_extxyz
-    from glasscam.insitu.schema import open_propensity_store
 
     try:
         inp = open_inputs(rep.run, system)
@@ -356,18 +452,14 @@ def maps_section(rep: Report, system: str) -> None:
     export_dir = rep.run / "export"
     body = ""
     t3 = _rows(rep.run / "tables" / "table3_xi.csv")
-    for path in inp.propensity_paths[:1]:
-        store = open_propensity_store(path)
-        attrs = dict(store.attrs)
-        sample = int(attrs.get("sample", attrs["parameters"].get("sample")))
-        temp = float(attrs.get("temperature", attrs["parameters"].get("temp")))
-        pos = np.asarray(store["reference/positions"][:], dtype=np.float64)
-        types = np.asarray(store["reference/types"][:])
-        box = np.asarray(store["reference/box"][:], dtype=np.float64)
-        delta = np.asarray(store["delta"][:], dtype=np.float64)
-        prop = np.asarray(store["propensity"][:], dtype=np.float64)
-        xi = {r["variable"]: float(r["xi"]) for r in t3 if float(r["temperature"]) == temp}
-        xi_d = xi.get("Delta(fixed)", 4.0)
+    confs = open_configurations(inp.propensity_paths[0]) if inp.propensity_paths else []
+    for conf in confs[:1]:
+        sample, temp = int(conf.sample), float(conf.temperature)
+        pos, types, box = conf.positions, conf.types, conf.box
+        delta, prop = conf.delta, conf.propensity
+        mine = [r for r in t3 if float(r["temperature"]) == temp and int(r["sample"]) == sample]
+        xi = {r["variable"]: float(r["xi"]) for r in mine}
+        xi_d = xi.get("Delta (used)", 4.0)
         pairs = PairList.build(pos, box, 3.0 * max([xi_d, *xi.values(), 1.0]))
         fields = sample_fields(inp, "glass", sample)
         panels, columns = [], {}
@@ -380,8 +472,11 @@ def maps_section(rep: Report, system: str) -> None:
             panels.append((label, shown))
             columns[f"{SYMBOLS[name]}_bare"] = values
             columns[f"{SYMBOLS[name]}_cg"] = cg
-        for target in (0.3, 1.0, 3.0):
-            k = output_at_delta(delta, target)
+        for target in DELTA_TARGETS:
+            k = target_output(delta, target)
+            if k is None:  # never another δ under this one's name
+                panels.append((f"Δ at δ ≈ {target:g}: not reached", np.full(len(pos), 0.5)))
+                continue
             d = normalize(coarse_grain_pairs(prop[k], pairs, xi_d, 3.0 * xi_d))
             panels.append((f"Δ at δ = {delta[k]:.2g} (ξ_Δ = {xi_d:.2g})", d))
             tag = f"{target:g}".replace(".", "p")
@@ -398,13 +493,15 @@ def maps_section(rep: Report, system: str) -> None:
                            columns, comment=f"glasscam glass sample {sample} T={temp:g}")
         body += f'<p>OVITO export: <a href="export/{out.name}">{out.name}</a></p>'
         # Fig. 4: ensembles, bare vs coarse-grained, at δ ≈ 1
-        done = np.flatnonzero(np.asarray(store["done"][:], dtype=bool))
-        size = min(30, len(done) // 3)
-        if size >= 1:
-            k = output_at_delta(delta, 1.0)
-            crd = np.stack([np.asarray(store["crd"][int(s), k], dtype=np.float64) for s in done])
+        size = min(30, len(conf.replicas) // 3)
+        k = target_output(delta, 1.0)
+        if k is None:  # δ ≈ 1 not reached: the largest δ of the run, under its own value
+            finite = np.flatnonzero(np.isfinite(delta))
+            k = int(finite[-1]) if finite.size else None
+        if size >= 1 and k is not None:
+            crd = np.asarray(conf.crd(k), dtype=np.float64)
             ens = [(name, crd[idx].mean(axis=0))
-                   for name, idx in ensemble_splits(len(done), size, 3).items()]
+                   for name, idx in ensemble_splits(len(crd), size, 3).items()]
             ens_panels = [(f"{n} bare", normalize(v)) for n, v in ens]
             ens_panels += [(f"{n} coarse-grained",
                             normalize(coarse_grain_pairs(v, pairs, xi_d, 3.0 * xi_d)))
@@ -450,6 +547,7 @@ table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding
 font-size:90%}th{background:#f3f3f3}figure{display:inline-block;margin:.5em;max-width:100%}
 img{max-width:100%}figcaption{font-size:85%;color:#555;max-width:640px}
 .missing{color:#a33}code{font-size:85%}
+.caution{background:#fff4e0;border:1px solid #e0a040;padding:.3em 1em;margin:1em 0}
 """
 
 
@@ -463,6 +561,7 @@ def build_report(run: str | Path) -> Path:
     info = provenance(rep)
     system = info["system"]
     training_section(rep, system)
+    significance_section(rep, system)
     tables_section(rep, system)
     maps_section(rep, system)
     curve_figures(rep, system)
@@ -472,6 +571,9 @@ def build_report(run: str | Path) -> Path:
                   for i, (t, _) in enumerate(rep.sections))
     sections = "".join(f'<h2 id="s{i}">{html.escape(t)}</h2>{b}'
                        for i, (t, b) in enumerate(rep.sections))
+    banner = ("<div class='caution'><b>Caution</b><ul>" + "".join(
+        f"<li>{html.escape(c)}</li>" for c in rep.cautions) + "</ul></div>") if rep.cautions \
+        else ""
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>glasscam report — "
         f"{html.escape(system.upper())} — {html.escape(run.name)}</title><style>{STYLE}</style>"
@@ -479,7 +581,7 @@ def build_report(run: str | Path) -> Path:
         f"{html.escape(str(run))}</h1><p>Oyama, Koyama &amp; Kawasaki, Front. Phys. 2023, "
         f"reproduced from this run's own data; paper values in the next column. Built "
         f"{time.strftime('%Y-%m-%d %H:%M')} in {time.perf_counter() - t0:.1f} s.</p>"
-        f"<ul>{toc}</ul>{sections}</body></html>"
+        f"{banner}<ul>{toc}</ul>{sections}</body></html>"
     )
     out = run / "report.html"
     out.write_text(page)

@@ -87,13 +87,18 @@ def curves(
     logx: bool = False,
     markers: Mapping[str, tuple[float, float]] | None = None,
     references: Mapping[str, float] | None = None,
+    bands: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    null_bands: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    vlines: Mapping[str, float] | None = None,
 ) -> Path:
     """Line plots (Figures 3, 5, 7, 8, S6, S7, training curves).
 
     ``x`` is one abscissa for all curves or one per curve (same keys as ``ys``); ``hlines``
     draws labelled horizontal reference lines (e.g. 1/e, 0); ``markers`` draws labelled points
     (e.g. the paper's value) as stars; ``references`` draws, for a curve label, a dashed line in
-    that curve's colour at a reference value (e.g. the paper's C_max), named in the legend.
+    that curve's colour at a reference value (e.g. the paper's C_max), named in the legend;
+    ``bands`` shades (low, high) around a curve (e.g. the spread over configurations) and
+    ``null_bands`` hatches, in the curve's colour, (null mean, null 95th percentile).
     """
     fig, ax = plt.subplots(figsize=(5.6, 4.0))
     for label, y in ys.items():
@@ -104,6 +109,13 @@ def curves(
         else:
             (line,) = ax.plot(xv, y, label=label,
                               marker="o" if len(np.atleast_1d(y)) < 40 else None, ms=3)
+        if bands and label in bands:
+            lo, hi = bands[label]
+            ax.fill_between(xv, lo, hi, color=line.get_color(), alpha=0.18, lw=0)
+        if null_bands and label in null_bands:
+            lo, hi = null_bands[label]
+            ax.fill_between(xv, lo, hi, facecolor="none", edgecolor=line.get_color(),
+                            hatch="///", lw=0.0, alpha=0.6)
         if references and label in references:
             value = references[label]
             ax.axhline(value, ls="--", lw=1.0, color=line.get_color(),
@@ -112,6 +124,10 @@ def curves(
         ax.axhline(value, ls="--", lw=0.8, color="grey")
         ax.annotate(label, (0.99, value), xycoords=("axes fraction", "data"), ha="right",
                     va="bottom", fontsize=8, color="grey")
+    for label, value in (vlines or {}).items():
+        ax.axvline(value, ls=":", lw=0.8, color="grey")
+        ax.annotate(label, (value, 0.01), xycoords=("data", "axes fraction"), ha="left",
+                    va="bottom", fontsize=7, color="grey", rotation=90)
     for label, (mx, my) in (markers or {}).items():
         ax.plot([mx], [my], marker="*", ms=11, ls="none", label=label)
     if logx:

@@ -234,7 +234,9 @@ def check_parameters(
         )
 
 
-def _create_arrays(group, specs, sizes) -> None:
+def _create_arrays(group, specs, sizes, dimension_names: bool = False) -> None:
+    """Create ``specs`` in ``group``; with ``dimension_names`` the Zarr v3 names of the
+    dimensions (the specs' dims) are stored too."""
     for spec in specs:
         group.create_array(
             spec.name,
@@ -242,6 +244,7 @@ def _create_arrays(group, specs, sizes) -> None:
             chunks=spec.chunks(sizes),
             dtype=spec.dtype,
             fill_value=spec.fill_value,
+            **({"dimension_names": spec.dims} if dimension_names else {}),
         )
 
 
@@ -425,19 +428,6 @@ def propensity_sizes(params: Mapping[str, Any]) -> dict[str, int]:
     return sizes
 
 
-def _create_named_arrays(group, specs, sizes) -> None:
-    """Like the other stores' arrays, plus Zarr v3 ``dimension_names`` (the specs' dims)."""
-    for spec in specs:
-        group.create_array(
-            spec.name,
-            shape=spec.shape(sizes),
-            chunks=spec.chunks(sizes),
-            dtype=spec.dtype,
-            fill_value=spec.fill_value,
-            dimension_names=spec.dims,
-        )
-
-
 def create_propensity_store(
     path: str | os.PathLike,
     params: Mapping[str, Any],
@@ -463,10 +453,10 @@ def create_propensity_store(
     root = zarr.open_group(os.fspath(path), mode="w-", zarr_format=3)
     ref = root.create_group("reference")
     if v2:
-        _create_named_arrays(ref, PROPENSITY_V2_REFERENCE_ARRAYS, sizes)
+        _create_arrays(ref, PROPENSITY_V2_REFERENCE_ARRAYS, sizes, dimension_names=True)
         for spec in PROPENSITY_V2_REFERENCE_ARRAYS:
             ref[spec.name][...] = np.asarray(reference[spec.name]).reshape(spec.shape(sizes))
-        _create_named_arrays(root, PROPENSITY_V2_ROOT_ARRAYS, sizes)
+        _create_arrays(root, PROPENSITY_V2_ROOT_ARRAYS, sizes, dimension_names=True)
         root["samples"][:] = np.asarray(params["configurations"], dtype=np.int64)
     else:
         _create_arrays(ref, PROPENSITY_REFERENCE_ARRAYS, sizes)

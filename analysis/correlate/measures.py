@@ -40,6 +40,16 @@ class Correlation:
     counts: np.ndarray
 
 
+def check_field(values: np.ndarray, n: int, what: str = "field") -> np.ndarray:
+    """A finite per-particle field of ``n`` values, as float64."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.shape != (n,):
+        raise ValueError(f"{what} must have shape ({n},), got {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{what} contains NaN or inf")
+    return x
+
+
 def spatial_correlation(
     values: np.ndarray,
     positions: np.ndarray,
@@ -50,11 +60,7 @@ def spatial_correlation(
 ) -> Correlation:
     """C_X(r) of one configuration; ``r_max`` defaults to min(L)/2. Empty bins give NaN."""
     pos, lengths = check_configuration(positions, box)
-    x = np.asarray(values, dtype=np.float64)
-    if x.shape != (len(pos),):
-        raise ValueError(f"field must have shape ({len(pos)},), got {x.shape}")
-    if not np.all(np.isfinite(x)):
-        raise ValueError("field contains NaN or inf")
+    x = check_field(values, len(pos))
     if not dr > 0:
         raise ValueError(f"dr must be > 0, got {dr}")
     r_max = float(lengths.min() / 2 if r_max is None else min(r_max, lengths.min() / 2))

@@ -129,7 +129,7 @@ from glasscam.analysis.correlate.coarse_grain import (
     PairList,
     get_kernel,
 )
-from glasscam.analysis.correlate.measures import Correlation, inverse_e_length
+from glasscam.analysis.correlate.measures import Correlation, check_field, inverse_e_length
 from glasscam.insitu.geometry import Box, check_configuration
 
 RngLike = np.random.Generator | int | None
@@ -273,11 +273,7 @@ class TranslatedField:
         from scipy.spatial import cKDTree
 
         pos, lengths = check_configuration(positions, box)
-        x = np.asarray(values, dtype=np.float64)
-        if x.shape != (len(pos),):
-            raise ValueError(f"values must have shape ({len(pos)},), got {x.shape}")
-        if not np.all(np.isfinite(x)):
-            raise ValueError("values contain NaN or inf")
+        x = check_field(values, len(pos), "values")
         self.xis = np.asarray(xis, dtype=np.float64).reshape(-1)
         if len(self.xis) == 0 or not np.all(self.xis >= 0):
             raise ValueError(f"xis must be a non-empty grid of values >= 0, got {xis!r}")

@@ -125,6 +125,7 @@ class ConfigurationResult:
     xi_delta_noise_free: float
     xi_delta_how: str
     xi_delta_flag: bool
+    delta_ref: float  # δ of the output ξ_Δ is measured at (δ ≈ 1, else the largest)
     replicas: int
     ceiling: dict[int, float]  # noise ceiling at output k
     indicators: dict[str, IndicatorResult]
@@ -217,6 +218,7 @@ def analyse_configuration(conf, fields: Mapping[str, np.ndarray], system: str, o
         temperature=float(conf.temperature), sample=int(conf.sample), store=str(conf.store),
         delta=delta, valid=valid, xi_delta=xi_d, xi_delta_bare=xi_bare,
         xi_delta_noise_free=xi_free, xi_delta_how=how, xi_delta_flag=flag,
+        delta_ref=float(delta[k_ref]),
         replicas=len(conf.replicas), ceiling=ceiling, indicators={}, targets=targets,
         c_delta=c_delta, delta_cg=delta_cg,
     )

@@ -263,9 +263,11 @@ def analyse_store(
         rows["t3"] += [
             [temp, s, "Delta (used)", res.xi_delta, res.xi_delta_how, res.xi_delta_flag],
             [temp, s, "Delta (bare 1/e rule, paper)", res.xi_delta_bare,
-             "C_Delta(xi) = 1/e of the replica-mean Delta at delta ~ 1", False],
+             f"C_Delta(xi) = 1/e of the replica-mean Delta at delta = {res.delta_ref:.3g}",
+             False],
             [temp, s, "Delta (noise-free)", res.xi_delta_noise_free,
-             "1/e of the cross-correlation of disjoint replica halves", False],
+             f"1/e of the cross-correlation of disjoint replica halves at delta = "
+             f"{res.delta_ref:.3g}", False],
         ]
         for target, corr in res.c_delta.items():
             if corr is None:

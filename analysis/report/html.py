@@ -238,7 +238,9 @@ def _mean_by(rows: Sequence[dict[str, str]], key: str, value: str) -> dict[str, 
     groups: dict[str, list[float]] = {}
     for r in rows:
         groups.setdefault(r[key], []).append(float(r[value]))
-    return {k: float(np.nanmean(v)) for k, v in groups.items()}
+    return {k: (float(np.mean([x for x in v if np.isfinite(x)]))
+                if any(np.isfinite(x) for x in v) else float("nan"))
+            for k, v in groups.items()}
 
 
 def significance_section(rep: Report, system: str) -> None:

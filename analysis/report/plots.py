@@ -131,7 +131,11 @@ def curves(
     for label, (mx, my) in (markers or {}).items():
         ax.plot([mx], [my], marker="*", ms=11, ls="none", label=label)
     if logx:
+        from matplotlib.ticker import NullFormatter, ScalarFormatter
+
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ScalarFormatter())  # 0.3, 1, 3 rather than 3×10⁻¹
+        ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:

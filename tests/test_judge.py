@@ -43,7 +43,8 @@ class FakeConfiguration:
         return self.crds[k]
 
 
-def configuration(seed: int, planted: bool, n: int = 400, ns: int = 12) -> tuple:
+def configuration(seed: int, planted: bool, n: int = 400, ns: int = 12,
+                  deltas: tuple[float, ...] = (0.1, 0.3, 0.6, 1.0, 1.6)) -> tuple:
     """Random positions; replicas = a smooth signal + single-particle noise; an indicator that
     is (planted) the signal plus noise, or (null) an independent smooth field."""
     rng = np.random.default_rng(seed)
@@ -56,7 +57,7 @@ def configuration(seed: int, planted: bool, n: int = 400, ns: int = 12) -> tuple
 
     signal = smooth(rng.normal(size=n))
     signal = (signal - signal.mean()) / signal.std()
-    deltas = np.array([0.1, 0.3, 0.6, 1.0, 1.6])
+    deltas = np.asarray(deltas)
     crds = np.stack([np.abs(d * (1 + 0.4 * signal)[None, :] + 0.3 * d *
                             rng.normal(size=(ns, n))) for d in deltas])
     prop = crds.mean(axis=1)
@@ -93,3 +94,20 @@ def test_planted_indicator_is_significant_and_null_one_is_not():
     gamma = next(r for r in rows if r["indicator"] == "Gamma" and r["delta_target"] == "max")
     assert gamma["p_value"] > 0.01
     assert "NOT significant" in judge.verdict(gamma) or gamma["p_value"] >= 0.01
+
+
+def test_a_target_output_just_below_delta_min_is_reported_at_its_target():
+    """δ ≈ 0.3 met by an output at δ = 0.27 (within the tolerance): reported under 0.3 with a
+    value, while C_max still only looks at δ ≥ 0.3."""
+    rng = np.random.default_rng(3)
+    confs = [configuration(20 + s, True, deltas=(0.1, 0.27, 0.6, 1.0, 1.6)) for s in range(2)]
+    results = [judge.analyse_configuration(c, f, "kam", OPTS, rng) for c, f in confs]
+    for r, (c, _) in zip(results, confs, strict=True):
+        k = r.targets[0.3]
+        assert k == 1 and c.delta[k] < OPTS.delta_min
+        assert k in r.columns and k not in r.valid
+        assert r.indicators["gamma"].k != k  # C_max is taken over δ ≥ 0.3 only
+    rows = judge.summarise(results, [c for c, _ in confs], OPTS, rng)
+    row = next(r for r in rows if r["indicator"] == "Gamma" and r["delta_target"] == 0.3)
+    assert row["reached"] is True and np.isfinite(row["c_mean"])
+    assert row["delta_reached"] < 0.3

@@ -100,13 +100,14 @@ class Options:
 class IndicatorResult:
     name: str
     flip: bool
-    scan: np.ndarray  # C[ξ, k'] over the valid outputs
+    scan: np.ndarray  # C[ξ, j] over the analysed outputs (ConfigurationResult.columns)
     c_max: float
     xi: float  # ξ* of C_max
     k: int  # output (store index) of C_max
     null_max: np.ndarray  # [draws] null of C_max
-    null_by_output: np.ndarray  # [draws, K'] null of max over ξ at each valid output
-    observed_by_output: np.ndarray  # [K'] the same evaluator at zero translation (for p)
+    null_by_output: np.ndarray  # [draws, J] null of max over ξ at each analysed output
+    observed_by_output: np.ndarray  # [J] the same evaluator at zero translation (for p)
+    in_valid: np.ndarray  # [J] bool: the analysed outputs with δ ≥ delta_min (C_max's range)
     replicates: np.ndarray  # replica bootstrap of C at (ξ*, k)
     at_target: dict[float, dict[str, Any]] = field(default_factory=dict)
     partial: float = float("nan")  # Pearson(X̄, Δ̄ | x̄_A) at (ξ*, k)
@@ -119,7 +120,8 @@ class ConfigurationResult:
     sample: int
     store: str
     delta: np.ndarray  # δ of every output of the configuration
-    valid: np.ndarray  # store output indices with δ ≥ delta_min
+    valid: np.ndarray  # store output indices with δ ≥ delta_min (where C_max is taken)
+    columns: np.ndarray  # store output indices analysed: valid ∪ the δ-target outputs
     xi_delta: float
     xi_delta_bare: float
     xi_delta_noise_free: float
@@ -131,7 +133,7 @@ class ConfigurationResult:
     indicators: dict[str, IndicatorResult]
     targets: dict[float, int | None]  # δ target -> output (None: not reached)
     c_delta: dict[float | str, Any]  # δ target (or "largest") -> C of the bare Δ (Fig 3)
-    delta_cg: np.ndarray  # Δ̄ [K', N] at the valid outputs (normalised)
+    delta_cg: np.ndarray  # Δ̄ [J, N] at the analysed outputs (normalised)
     translated: dict[str, Any] = field(default_factory=dict)  # TranslatedField per indicator
 
 
@@ -194,7 +196,12 @@ def analyse_configuration(conf, fields: Mapping[str, np.ndarray], system: str, o
     def coarse(x: np.ndarray, xi: float) -> np.ndarray:
         return coarse_grain_pairs(x, pairs, xi, opts.cutoff_factor * xi, opts.kernel)
 
-    delta_cg = normalize(coarse(prop[valid].T, xi_d)).T  # [K', N]
+    # analysed: the outputs of C_max (δ ≥ delta_min) and those of the δ targets (a target
+    # output can lie just below delta_min: it is reported at its target, not in C_max)
+    columns = np.array(sorted(set(valid.tolist())
+                              | {k for k in targets.values() if k is not None}))
+    in_valid = np.isin(columns, valid)
+    delta_cg = normalize(coarse(prop[columns].T, xi_d)).T  # [J, N]
     c_delta: dict[float | str, Any] = {
         t: (spatial_correlation(prop[k], pos, box, dr=opts.dr, pairs=pairs)
             if k is not None else None) for t, k in targets.items()}
@@ -216,7 +223,7 @@ def analyse_configuration(conf, fields: Mapping[str, np.ndarray], system: str, o
 
     result = ConfigurationResult(
         temperature=float(conf.temperature), sample=int(conf.sample), store=str(conf.store),
-        delta=delta, valid=valid, xi_delta=xi_d, xi_delta_bare=xi_bare,
+        delta=delta, valid=valid, columns=columns, xi_delta=xi_d, xi_delta_bare=xi_bare,
         xi_delta_noise_free=xi_free, xi_delta_how=how, xi_delta_flag=flag,
         delta_ref=float(delta[k_ref]),
         replicas=len(conf.replicas), ceiling=ceiling, indicators={}, targets=targets,
@@ -237,9 +244,9 @@ def analyse_configuration(conf, fields: Mapping[str, np.ndarray], system: str, o
         scan = scan_xi(values, delta_cg, pos, box, xis, flip=flip,
                        cutoff_factor=opts.cutoff_factor, kernel=opts.kernel, pairs=pairs)
         scan = np.atleast_2d(scan)
-        filled = np.where(np.isnan(scan), -np.inf, scan)
+        filled = np.where(np.isnan(scan) | ~in_valid[None, :], -np.inf, scan)
         a, b = np.unravel_index(int(np.argmax(filled)), filled.shape)
-        xi_star, k_star = float(xis[a]), int(valid[b])
+        xi_star, k_star = float(xis[a]), int(columns[b])
         translated = sig.TranslatedField(values, pos, box, xis, kernel=opts.kernel,
                                          cutoff_factor=opts.cutoff_factor)
         result.translated[name] = translated
@@ -257,18 +264,18 @@ def analyse_configuration(conf, fields: Mapping[str, np.ndarray], system: str, o
         replicates = sig.replica_bootstrap(crd_star, stat, resamples=opts.bootstrap, rng=rng)
         res = IndicatorResult(
             name=name, flip=flip, scan=scan, c_max=float(scan[a, b]), xi=xi_star, k=k_star,
-            null_max=null_by_output.max(axis=1), null_by_output=null_by_output,
-            observed_by_output=observed_by_output,
+            null_max=null_by_output[:, in_valid].max(axis=1), null_by_output=null_by_output,
+            observed_by_output=observed_by_output, in_valid=in_valid,
             replicates=replicates,
             partial=(sig.partial_correlation(field_star, delta_cg[b], composition_cg[xi_star])
                      if name != "composition" else float("nan")),
             cutoff_flag=sig.cutoff_flag(xi_star, opts.cutoff_factor, box),
         )
         for t, k in targets.items():
-            if k is None or k not in set(valid.tolist()):
-                res.at_target[t] = {"reached": k is not None, "k": k}
+            if k is None:
+                res.at_target[t] = {"reached": False, "k": None}
                 continue
-            j = int(np.flatnonzero(valid == k)[0])
+            j = int(np.flatnonzero(columns == k)[0])
             col = np.where(np.isnan(scan[:, j]), -np.inf, scan[:, j])
             ai = int(np.argmax(col))
             f_t = _oriented(normalize(coarse(values, float(xis[ai]))), flip)
@@ -308,7 +315,7 @@ def _clip(lo: float, hi: float) -> tuple[float, float]:
 
 def p_of(ind: IndicatorResult) -> float:
     """p of one configuration's C_max against its own null."""
-    return sig.p_value(float(ind.observed_by_output.max()), ind.null_max)
+    return sig.p_value(float(ind.observed_by_output[ind.in_valid].max()), ind.null_max)
 
 
 def _oriented(values: np.ndarray, flip: bool) -> np.ndarray:
@@ -348,7 +355,7 @@ def other_configuration_null(results: Sequence[ConfigurationResult], confs, name
             if a == b or name not in rb.indicators:
                 continue
             f = ra.translated[name].at(np.asarray(confs[b].positions, dtype=np.float64))
-            c = sig.pearson_rows(-f if flip else f, rb.delta_cg)
+            c = sig.pearson_rows(-f if flip else f, rb.delta_cg[np.isin(rb.columns, rb.valid)])
             values.append(float(np.nanmax(c)))
     return np.asarray(values)
 
@@ -384,7 +391,8 @@ def summarise(results: Sequence[ConfigurationResult], confs, opts: Options,
             "null_mean": float(null_mean_draws.mean()),
             "null_p95": float(np.quantile(null_mean_draws, 0.95)),
             "p_value": sig.p_value(
-                float(np.mean([r.indicators[name].observed_by_output.max() for r in have])),
+                float(np.mean([ind.observed_by_output[ind.in_valid].max()
+                               for ind in (r.indicators[name] for r in have)])),
                 null_mean_draws),
             "p_values_per_configuration": ";".join(
                 f"{p_of(r.indicators[name]):.3g}" for r in have),

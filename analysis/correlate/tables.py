@@ -281,7 +281,9 @@ def analyse_store(
                                f"argmax_xi max_(delta >= {opts.delta_min:g}) C({lab}, Delta)",
                                ind.cutoff_flag])
             a = int(np.flatnonzero(np.asarray(opts.xi_grid) == ind.xi)[0])
-            for j, k in enumerate(res.valid):
+            for j, k in enumerate(res.columns):
+                if not ind.in_valid[j]:
+                    continue
                 rows["f7"].append([temp, s, judge.SYMBOLS[name], lab, ind.xi, res.xi_delta,
                                    int(k), res.delta[k], ind.scan[a, j],
                                    float(ind.null_by_output[:, j].mean()),

@@ -370,3 +370,24 @@ def test_real_quench_store_accuracy(tmp_path):
     metrics = train(store, tmp_path / "model", TrainConfig(**REAL_DEMO_TRAIN, threads=2),
                     CNNConfig(grid=16, dropout=0.0))
     assert metrics["test"]["accuracy"] >= 0.95, metrics["test"]
+
+
+@pytest.mark.parametrize("field,value", [("epochs", 0), ("batch_size", 0), ("prefetch", 0),
+                                         ("lr", 0.0), ("threads", 0), ("epochs", 2.5)])
+def test_bad_training_settings_are_refused(field, value):
+    """issue 12 F6: `--epochs 0` used to write `complete: true` and then fail; `--batch-size 0`
+    divided by zero. Now refused when the settings are made, naming the option."""
+    with pytest.raises(ValueError, match=f"--{field.replace('_', '-')}"):
+        TrainConfig(**{field: value})
+
+
+def test_bad_training_option_is_refused_before_anything_is_touched(tmp_path):
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "glasscam"), "train", "--samples",
+         str(tmp_path / "none.zarr"), "--out", str(tmp_path / "model"), "--epochs", "0"],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 2
+    assert "--epochs must be an integer >= 1, got 0" in proc.stdout + proc.stderr
+    assert "none.zarr" not in proc.stdout + proc.stderr  # refused before the store is opened
+    assert not (tmp_path / "model").exists()

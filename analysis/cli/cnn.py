@@ -129,6 +129,22 @@ def register(app: typer.Typer) -> None:
                 console.print(text)
 
         try:
+            # every setting is checked before the store or --out is touched
+            config = TrainConfig(
+                epochs=epochs,
+                batch_size=batch_size,
+                lr=lr,
+                weight_decay=weight_decay,
+                seed=seed,
+                device=device,
+                threads=threads,
+                prefetch=prefetch,
+                augment=augment,
+                standardize=standardize,
+                lr_schedule=lr_schedule,
+            )
+            if ensemble < 1:
+                raise ValueError(f"--ensemble must be >= 1, got {ensemble}")
             from glasscam.analysis.cnn.data import SplitImages
 
             store = SplitImages(samples, "train")
@@ -145,19 +161,7 @@ def register(app: typer.Typer) -> None:
                     samples,
                     out,
                     ensemble,
-                    TrainConfig(
-                        epochs=epochs,
-                        batch_size=batch_size,
-                        lr=lr,
-                        weight_decay=weight_decay,
-                        seed=seed,
-                        device=device,
-                        threads=threads,
-                        prefetch=prefetch,
-                        augment=augment,
-                        standardize=standardize,
-                        lr_schedule=lr_schedule,
-                    ),
+                    config,
                     cfg,
                     RichReporter(),
                 )

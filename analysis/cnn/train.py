@@ -79,6 +79,17 @@ class TrainConfig:
             raise ValueError(
                 f"unknown lr_schedule {self.lr_schedule!r}; choose one of {LR_SCHEDULES}"
             )
+        for name, value, minimum in (("epochs", self.epochs, 1),
+                                     ("batch_size", self.batch_size, 1),
+                                     ("prefetch", self.prefetch, 1)):
+            if int(value) != value or value < minimum:
+                raise ValueError(f"--{name.replace('_', '-')} must be an integer >= {minimum}, "
+                                 f"got {value!r}")
+        if not self.lr > 0 or not self.weight_decay >= 0:
+            raise ValueError(f"--lr must be > 0 and --weight-decay >= 0, got {self.lr!r}, "
+                             f"{self.weight_decay!r}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {self.threads!r}")
 
 
 LR_SCHEDULES = ("constant", "cosine")

@@ -335,3 +335,33 @@ def test_correlate_cli(tmp_path):
     assert res.exit_code == 2 and "does not exist" in " ".join(res.output.split())
     res = CliRunner().invoke(app, ["correlate", "--run", str(run), "--xi-grid", "a,b"])
     assert res.exit_code == 2 and "xi-grid" in " ".join(res.output.split())
+
+
+def test_ensemble_agreement_of_the_networks(tmp_path):
+    """Two members with the same Γ agree at 1, a member and its negative at −1; the table is
+    written only when gradcam.zarr holds more than one member."""
+    import shutil
+
+    import zarr
+    from glasscam.analysis.correlate.tables import CorrelateOptions, ensemble_agreement, open_inputs
+    from glasscam.insitu.schema import create_gradcam_store
+
+    run = make_run(tmp_path)
+    opts = CorrelateOptions(split="all")
+    assert ensemble_agreement(open_inputs(run), opts) == []  # one network: nothing to compare
+    old = zarr.open_group(run / "gradcam.zarr", mode="r")
+    gammas = {cls: np.asarray(old[f"{cls}/gamma"][:]) for cls in ("glass", "liquid")}
+    nsamples, n = gammas["glass"].shape
+    shutil.rmtree(run / "gradcam.zarr")
+    g = create_gradcam_store(run / "gradcam.zarr",
+                             {"nsamples": nsamples, "natoms": n, "grid": 8, "members": 2})
+    for cls, sign in (("glass", 1.0), ("liquid", -1.0)):
+        gamma = gammas[cls]
+        g[f"{cls}/gamma_members"][:] = np.stack([gamma, sign * gamma], axis=1)
+        g[f"{cls}/gamma"][:] = gamma
+        g[f"{cls}/correct"][:] = True
+        g[f"{cls}/done"][:] = True
+    rows = {r[0]: r for r in ensemble_agreement(open_inputs(run), opts)}
+    assert rows["glass"][1:3] == [2, nsamples]
+    assert rows["glass"][4] == pytest.approx(1.0) and rows["glass"][6] == pytest.approx(1.0)
+    assert rows["liquid"][4] == pytest.approx(-1.0) and rows["liquid"][6] == pytest.approx(-1.0)

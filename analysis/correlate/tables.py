@@ -386,6 +386,37 @@ def usable_samples(inp: RunInputs, cls: str, sel: np.ndarray, split: str, echo) 
     return sel
 
 
+def ensemble_agreement(inp: RunInputs, opts: CorrelateOptions) -> list[list[Any]]:
+    """Inter-model agreement of the CNN ensemble: Pearson between the Γ of two members on the
+    same sample, bare and coarse-grained at ``xi_pairs``, mean ± std over member pairs and
+    samples of the split (issue 11: how much of Γ is the network, how much its seed)."""
+    from glasscam.analysis.stage import select_samples
+
+    g = inp.gradcam
+    if g is None or "gamma_members" not in g["glass"] or g["glass/gamma_members"].shape[1] < 2:
+        return []
+    rows = []
+    for cls in ("glass", "liquid"):
+        sel = select_samples(inp.samples, cls, opts.split, str(inp.samples_path))
+        done = np.asarray(g[f"{cls}/done"][:], dtype=bool)
+        sel = sel[done[sel]]
+        bare, cg = [], []
+        for idx in sel[: opts.max_samples] if opts.max_samples else sel:
+            members = np.asarray(g[f"{cls}/gamma_members"][int(idx)], dtype=np.float64)
+            pos, box = sample_configuration(inp, cls, int(idx))
+            pairs = PairList.build(pos, box, opts.cutoff_factor * opts.xi_pairs)
+            smooth = coarse_grain_pairs(members.T, pairs, opts.xi_pairs,
+                                        opts.cutoff_factor * opts.xi_pairs, opts.kernel).T
+            for a, b in combinations(range(len(members)), 2):
+                bare.append(pearson(members[a], members[b]))
+                cg.append(pearson(smooth[a], smooth[b]))
+        if bare:
+            rows.append([cls, len(members), len(sel), opts.xi_pairs,
+                         float(np.nanmean(bare)), float(np.nanstd(bare)),
+                         float(np.nanmean(cg)), float(np.nanstd(cg))])
+    return rows
+
+
 def analyse_samples(inp: RunInputs, opts: CorrelateOptions, echo=print) -> dict[str, list]:
     from glasscam.analysis.stage import select_samples
 
@@ -510,6 +541,12 @@ def run_correlate(
                         "configurations"], curve_means(rows["f7"])),
         ]
     srows = analyse_samples(inp, opts, echo)
+    agreement = ensemble_agreement(inp, opts)
+    if agreement:
+        written.append(_write_csv(
+            tables / "ensemble_agreement.csv",
+            ["class", "members", "samples", "xi", "pearson_bare_mean", "pearson_bare_std",
+             "pearson_cg_mean", "pearson_cg_std"], agreement))
     written += [
         _write_csv(tables / "fig6_pairs_per_sample.csv",
                    ["class", "sample", "pair", "xi", "pearson", "spearman"], srows["f6"]),

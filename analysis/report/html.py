@@ -281,6 +281,17 @@ def significance_section(rep: Report, system: str) -> None:
           _f(r["null_mean"]), _f(r["null_p95"]), _f(r["p_value"], 2),
           _f(r["noise_ceiling"]), _f(r["partial_given_composition"]),
           _f(r["null_other_configuration_mean"])] for r in rows])
+    agreement = _rows(rep.run / "tables" / "ensemble_agreement.csv")
+    if agreement:
+        body += ("<h3>CNN ensemble: do independently seeded networks see the same Γ?</h3>"
+                 + _table(["class", "networks", "samples", "Pearson of Γ_a, Γ_b (bare)",
+                           "coarse-grained (ξ)"],
+                          [[r["class"], r["members"], r["samples"],
+                            f"{_f(r['pearson_bare_mean'])} ± {_f(r['pearson_bare_std'])}",
+                            f"{_f(r['pearson_cg_mean'])} ± {_f(r['pearson_cg_std'])} "
+                            f"({_f(r['xi'], 2)})"] for r in agreement])
+                 + "<p>Γ correlated with Δ is the members' mean (gradcam.zarr 'gamma'); "
+                 "each member's own Γ is in 'gamma_members'.</p>")
     rep.add("Significance — is the correlation more than chance?", body)
 
 

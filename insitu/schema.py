@@ -266,6 +266,21 @@ def _check_arrays(group, specs, sizes, where: str) -> None:
             )
 
 
+def _refuse_writing_old(where: str, mode: str, found: Any, old: str, new: str,
+                        lacks: str) -> bool:
+    """True for a store of the previous schema ``old``; which opens read-only: writing into
+    it (resume, grow) is refused, naming what it lacks and the schema a new store gets."""
+    if found != old:
+        return False
+    if mode != "r":
+        raise SchemaError(
+            f"{where}: attribute 'schema' is {old!r}, made by an older glasscam ({lacks}); it "
+            f"can be read but not resumed or grown: write a new store ({new!r}) with another "
+            "output path"
+        )
+    return True
+
+
 def _open_root(path: str | os.PathLike, mode: str, schema: str | tuple[str, ...]):
     """The root group of a store whose ``schema`` attribute is ``schema`` (or one of them)."""
     import zarr
@@ -380,13 +395,8 @@ def open_samples_store(
     """
     where = os.fspath(path)
     root = _open_root(where, mode, (SAMPLES_SCHEMA, SAMPLES_SCHEMA_V1))
-    old = root.attrs["schema"] == SAMPLES_SCHEMA_V1
-    if old and mode != "r":
-        raise SchemaError(
-            f"{where}: attribute 'schema' is {SAMPLES_SCHEMA_V1!r}, made by an older glasscam "
-            f"(no per-particle energy); it can be read but not resumed or grown: write a new "
-            f"store ({SAMPLES_SCHEMA!r}) with another 'out'"
-        )
+    old = _refuse_writing_old(where, mode, root.attrs["schema"], SAMPLES_SCHEMA_V1,
+                              SAMPLES_SCHEMA, "no per-particle energy")
     params = dict(root.attrs["parameters"])
     if expect is not None:
         check_parameters(params, expect, where)
@@ -488,13 +498,8 @@ def open_propensity_store(
     """
     where = os.fspath(path)
     root = _open_root(where, mode, tuple(schemas))
-    v1 = root.attrs["schema"] == PROPENSITY_SCHEMA_V1
-    if v1 and mode != "r":
-        raise SchemaError(
-            f"{where}: attribute 'schema' is {PROPENSITY_SCHEMA_V1!r} (one configuration, an "
-            f"older glasscam): it can be read but not resumed; write a new store "
-            f"({PROPENSITY_SCHEMA!r}) with another 'out'"
-        )
+    v1 = _refuse_writing_old(where, mode, root.attrs["schema"], PROPENSITY_SCHEMA_V1,
+                             PROPENSITY_SCHEMA, "one configuration")
     params = dict(root.attrs["parameters"])
     if expect is not None:
         check_parameters(params, expect, where)
@@ -632,12 +637,8 @@ def open_gradcam_store(
         found = zarr.open_group(where, mode="r").attrs.get("schema")
     except (FileNotFoundError, zarr.errors.GroupNotFoundError):
         raise FileNotFoundError(f"{where}: no Zarr store here") from None
-    if found == GRADCAM_SCHEMA_V1:
-        if mode != "r":
-            raise SchemaError(
-                f"{where}: attribute 'schema' is {GRADCAM_SCHEMA_V1!r} (an older glasscam); it "
-                f"can be read but not resumed: write a new store with another --out"
-            )
+    if _refuse_writing_old(where, mode, found, GRADCAM_SCHEMA_V1, GRADCAM_SCHEMA,
+                           "one network, no gamma_members"):
         specs = tuple(s for s in GRADCAM_CLASS_ARRAYS if s.name != "gamma_members")
         return _open_class_store(path, mode, GRADCAM_SCHEMA_V1, specs, gradcam_sizes, expect)
     return _open_class_store(

@@ -133,3 +133,15 @@ def test_wrong_dtype_is_named(tmp_path):
     root["liquid"].create_array("types", shape=(7, 20), chunks=(1, 20), dtype="int32")
     with pytest.raises(schema.SchemaError, match="liquid/types.*int32"):
         schema.open_samples_store(path)
+
+
+def test_a_store_of_the_previous_samples_schema_is_read_but_never_written(tmp_path):
+    path = tmp_path / "old.zarr"
+    root = schema.create_samples_store(path, PARAMS)
+    for cls in schema.CLASSES:
+        del root[f"{cls}/particle_energy"]
+    root.attrs["schema"] = schema.SAMPLES_SCHEMA_V1
+    assert "particle_energy" not in schema.open_samples_store(path, mode="r")["glass"]
+    with pytest.raises(schema.SchemaError, match="glasscam.samples/1.*no per-particle energy"
+                                                 ".*can be read but not resumed"):
+        schema.open_samples_store(path, mode="r+")

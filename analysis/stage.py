@@ -34,7 +34,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from glasscam.insitu.schema import CLASSES, SPLITS, SchemaError, open_samples_store
+from glasscam.insitu import integrity
+from glasscam.insitu.lock import OutputLock
+from glasscam.insitu.schema import CLASSES, SPLITS, SchemaError, open_samples_store, units_of
 
 BACKENDS = ("serial", "local")  # or a scheduler address (tcp://..., a scheduler file)
 
@@ -116,14 +118,22 @@ class SampleStage:
     def store_parameters(self) -> dict[str, Any]:
         return {"nsamples": self.nsamples, "natoms": self.natoms, **self.parameters()}
 
-    def open_or_create(self):
-        """Create the output store, or reopen it checking its parameters; return its root."""
+    def open_or_create(self, echo: Callable[[str], None] = print):
+        """Create the output store (atomically), or reopen it checking its parameters and
+        verifying the samples it holds (damaged ones are marked not done, so this run redoes
+        them); return its root. The caller holds the output's lock."""
         params = self.store_parameters()
-        if Path(self.out).exists():
-            root = self.open(self.out, mode="r+", expect=params)
+        root, created = integrity.open_or_create(
+            self.out,
+            create=lambda tmp: self.create(tmp, params, self.provenance()),
+            reopen=lambda path: self.open(path, mode="r+", expect=params),
+            what=f"{self.name} store",
+            log=lambda msg: echo(f"{self.name}: {msg}"),
+        )
+        if not created:
             self.update_provenance(root)
-            return root
-        return self.create(self.out, params, self.provenance())
+            integrity.check_and_repair(root, self.out, lambda msg: echo(f"{self.name}: {msg}"))
+        return root
 
     def update_provenance(self, root) -> None:
         """Refresh the informational attributes of a resumed store (default: none)."""
@@ -159,17 +169,19 @@ class SampleStage:
         self._setup_once()
         src = zarr.open_group(self.samples, mode="r")
         dst = zarr.open_group(self.out, mode="r+")
-        sel = (index,)
         inputs = {
-            name: np.asarray(src[f"{cls}/{name}"].get_orthogonal_selection(sel))
+            name: integrity.read_selection(src, f"{cls}/{name}", index, self.samples)
             for name in self.inputs
         }
         inputs["index"] = index
         self.check_inputs(cls, index, inputs)
         results = self.compute(cls, inputs)
-        for name, values in results.items():
-            dst[f"{cls}/{name}"].set_orthogonal_selection(sel, values)
-        dst[f"{cls}/done"].set_orthogonal_selection(sel, np.ones(len(index), dtype=bool))
+        unit = next(u for u in units_of(dst) if u.done == f"{cls}/done")
+        extra = sorted(set(results) - {p.split("/", 1)[1] for p in unit.covers})
+        if extra:
+            raise RuntimeError(f"{self.name}: compute() returned arrays {extra} not in the schema")
+        # every array of every sample, their checksums, then done
+        integrity.write_units(dst, unit, index, {f"{cls}/{k}": v for k, v in results.items()})
         return index.tolist()
 
     def _setup_once(self) -> None:
@@ -203,7 +215,11 @@ class SampleStage:
         processes), or the address of a running Dask scheduler. ``progress(done, total)`` is
         called after each batch.
         """
-        root = self.open_or_create()
+        with OutputLock(self.out, what=f"{self.name} store"):
+            return self._run(backend, batch_size, workers, threads_per_worker, progress, echo)
+
+    def _run(self, backend, batch_size, workers, threads_per_worker, progress, echo):
+        root = self.open_or_create(echo)
         batches = self.plan(root, batch_size)
         total = sum(len(b) for _, b in batches)
         mode = backend if backend in BACKENDS else "remote"
@@ -263,7 +279,8 @@ def load_done(path: str | os.PathLike, open_store: Callable[..., Any], cls: str,
             f"{os.fspath(path)}: field '{cls}/done' is False for samples "
             f"{missing[:10].tolist()}; run the stage that writes it first"
         )
+    where = os.fspath(path)
     return tuple(
-        np.asarray(root[f"{cls}/{name}"].get_orthogonal_selection((idx,))) if len(idx) else None
+        integrity.read_selection(root, f"{cls}/{name}", idx, where) if len(idx) else None
         for name in names
     )

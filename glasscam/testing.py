@@ -1,6 +1,6 @@
 """Factories of small, real stores for tests, benchmarks and trying things out.
 
-Nothing here is used by the production path: these write real ``glasscam.samples/1`` stores
+Nothing here is used by the production path: these write real ``glasscam.samples/3`` stores
 (through the schema module) from stand-in configurations, so that a test of the CNN, the
 Grad-CAM stage or the propensity deck needs no quench.
 
@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from glasscam.analysis.dynamics.propensity import read_dump
+from glasscam.insitu import integrity
 from glasscam.insitu.schema import CLASSES
 
 
@@ -52,7 +53,7 @@ def synthetic_samples_store(
     density: float = 1.2,
     kernel: str = "cic",
 ):
-    """Write a real ``glasscam.samples/1`` store of synthetic configurations; return its root."""
+    """Write a real ``glasscam.samples/3`` store of synthetic configurations; return its root."""
     from glasscam.insitu.gridize import gridize
     from glasscam.insitu.schema import create_samples_store
 
@@ -85,6 +86,7 @@ def synthetic_samples_store(
         grp["image"][:] = images
         grp["seed"][:] = seed * 100000 + np.arange(nsamples)
         grp["done"][:] = True
+    integrity.seal(root)  # the checksums a real writer records
     return root
 
 
@@ -126,7 +128,7 @@ def make_reference_samples(
     ncool: int = 2000,
     lmp: str | None = None,
 ) -> Path:
-    """A small ``glasscam.samples/1`` store of quickly made glasses (not the paper's quench).
+    """A small ``glasscam.samples/3`` store of quickly made glasses (not the paper's quench).
 
     ``side``² particles on a square lattice at ρ = 1.2, random types (KAM 65:35, ABM 50:50),
     melted at T = 2, cooled 0.6 → 0.05 over ``ncool`` steps and minimised (one serial ``lmp``
@@ -193,6 +195,7 @@ def make_reference_samples(
                 g["box"][s] = [lx, ly]
                 g["seed"][s] = seed + s
                 g["done"][s] = True
+    integrity.seal(root)  # the checksums a real writer records
     return Path(path)
 
 
@@ -224,7 +227,7 @@ def freud_voronoi_cage(positions: np.ndarray, box):
     return cage_from_pairs(len(positions), pairs[:, 0], pairs[:, 1], definition="voronoi")
 
 
-# ---- propensity stores (glasscam.propensity/2) from given CRD values ----------------------------
+# ---- propensity stores (glasscam.propensity/3) from given CRD values ----------------------------
 
 
 def propensity_store_from_crd(
@@ -241,7 +244,7 @@ def propensity_store_from_crd(
     stop: Sequence[int] | None = None,
     source: str = "synthetic",
 ) -> Path:
-    """A complete ``glasscam.propensity/2`` store of C configurations from given |CRD| values.
+    """A complete ``glasscam.propensity/3`` store of C configurations from given |CRD| values.
 
     ``positions`` [C, N, 2], ``types`` [C, N], ``box`` [C, 2], ``crd`` [C, Ns, K, N] (rows beyond
     ``stop[c]`` are ignored and stored as NaN; ``stop`` defaults to K − 1), ``samples`` the
@@ -280,6 +283,8 @@ def propensity_store_from_crd(
     root["propensity"][...] = prop_all
     root["reached"][:] = reached
     root["delta"][...] = delta_all
+    root["finished"][:] = True
+    integrity.seal(root)  # the checksums a real writer records
     root.attrs.update({"source": source, "class": "glass", "samples": [int(i) for i in samples],
                        "temperature": float(temperature), "nreplicas": ns, "dt": float(dt),
                        "delta_stop": delta_stop})

@@ -25,9 +25,11 @@ bookkeeping. Per process, in deck order::
 What each hook does:
 
 * ``setup`` (collective over the universe): parses and checks the parameters; universe rank 0
-  creates the store, or validates the existing one against the parameters (a mismatch stops
-  every partition with a message naming the field) and lists the samples not yet done, while
-  the others wait; then all ranks share that list through a
+  takes the store's lock (:mod:`glasscam.insitu.lock`: a second launch on the same store is
+  refused at once, naming this one) and creates the store, or grows it (more samples asked
+  for), or verifies it (damaged samples are redone) and validates the existing one against
+  the parameters (a mismatch stops every partition with a message naming the field) and lists
+  the samples not yet done, while the others wait; then all ranks share that list through a
   :class:`~glasscam.insitu.parallel.WorkQueue`.
 * ``next`` (collective over the partition): the partition's rank 0 takes the next sample index
   from the queue and broadcasts it; the hook sets the deck's string variables ``sample`` (-1
@@ -70,6 +72,7 @@ from typing import Any
 import numpy as np
 from glasscam.insitu import deck, parallel, schema, systems
 from glasscam.insitu.gridize import KERNELS, gridize
+from glasscam.insitu.lock import OutputLock
 from glasscam.insitu.store import SampleWriter, Snapshot, prepare_samples_store
 
 # Deck parameters recorded in the store (the name is the deck variable's), with their types.
@@ -212,6 +215,7 @@ class _State:
 
 
 _STATE: _State | None = None
+_LOCK: OutputLock | None = None  # the store's lock, held by universe rank 0 from setup to finish
 
 
 def _state(hook: str) -> _State:
@@ -240,7 +244,17 @@ def setup(lmp, step: int, **kw: str) -> None:
     if _STATE is not None:  # a second setup in the same process: release the old queue
         _STATE.queue.free()
         _STATE = None
-    todo = parallel.on_root(uni, lambda: prepare_samples_store(out, params))
+
+    def prepare() -> list[int]:
+        global _LOCK
+        if _LOCK is not None:  # left by an earlier run in this process that stopped early
+            _LOCK.release()
+        # one launch per store: a second is refused at once, naming this one
+        _LOCK = OutputLock(out, what="samples store").acquire()
+        return prepare_samples_store(
+            out, params, log=lambda msg: print(f"glasscam quench: {msg}", flush=True))
+
+    todo = parallel.on_root(uni, prepare)
     for name, value in deck_values(params).items():
         deck.set_variable(lmp, name, value)
     queue = parallel.WorkQueue(uni, todo, f"{out}.claims")
@@ -388,6 +402,8 @@ def finish(lmp, step: int, **kw: str) -> None:
     st.queue.free()
     uni = parallel.universe()
     total = uni.allreduce(st.written if _is_root(lmp) else 0)
+    if uni.Get_rank() == 0 and _LOCK is not None:
+        _LOCK.release()
     if uni.Get_rank() == 0:
         print(
             f"glasscam quench: done, {total} samples written in this run into {st.out}",

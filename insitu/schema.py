@@ -2,7 +2,7 @@
 
 Every store glasscam writes is a Zarr v3 group whose root attributes carry
 
-* ``schema``: ``"glasscam.samples/2"``, ``"glasscam.propensity/2"``, ... (name/version);
+* ``schema``: ``"glasscam.samples/3"``, ``"glasscam.propensity/3"``, ... (name/version);
 * ``parameters``: the full parameter set that produced it (a JSON object);
 * ``versions``: package versions of the writer.
 
@@ -12,7 +12,8 @@ same chunk (no sharding). Arrays written by one process only (``split``, ``steps
 ``samples``) are whole-array chunks; the propensity store's ``propensity``/``delta`` are one
 chunk per configuration (written once, by the process that completes it).
 
-``samples.zarr`` (``glasscam.samples/2``; ``/1`` lacks ``particle_energy`` and is read only)::
+``samples.zarr`` (``glasscam.samples/3``; ``/2`` lacks the checksums, ``/1`` also
+``particle_energy``; both are read only)::
 
     split                     i1 [S]          0 train, 1 val, 2 test (deterministic from seed)
     liquid/, glass/           one group per class, each with
@@ -26,14 +27,17 @@ chunk per configuration (written once, by the process that completes it).
                                               compute pe/atom: half of each pair energy)
         temperature           f8 [S]          instantaneous kinetic temperature
         seed                  i8 [S]          the seed the sample was generated from
+        checksum              i8 [S, A]       CRC-32 of each array's sample as written (the
+                                              class's arrays; glass/ also cooling/), -1: none
         done                  b1 [S]          set last: a sample exists only when done
     cooling/                  energy-temperature record of each sample's quench (paper Fig. S6)
         target_temperature    f8 [S, K]
         temperature           f8 [S, K]
         potential_energy      f8 [S, K]       per particle
 
-``propensity.zarr`` (``glasscam.propensity/2``): the isoconfigurational ensembles of C glass
-configurations at one temperature, Ns replicas each (``glasscam.insitu.isoconfigurational``)::
+``propensity.zarr`` (``glasscam.propensity/3``; ``/2`` lacks finished and the checksums): the
+isoconfigurational ensembles of C glass configurations at one temperature, Ns replicas each
+(``glasscam.insitu.isoconfigurational``)::
 
     samples                   i8 [C]          index of configuration c in the samples store
     reference/positions       f4 [C, N, 2]    the glass configuration the replicas of c start from
@@ -47,7 +51,15 @@ configurations at one temperature, Ns replicas each (``glasscam.insitu.isoconfig
     delta                     f8 [C, K]       ensemble delta: mean of crd over replicas, particles
     stop                      i8 [C]          index of the last output of c (-1: not yet known)
     reached                   b1 [C]          delta[c, stop[c]] >= delta_stop (False without one)
+    checksum                  i8 [C, Ns, A]   CRC-32 of crd[c, s] when replica s completed
     done                      b1 [C, Ns]      replica s of c complete (set after its last row)
+    summary_checksum          i8 [C, B]       CRC-32 of propensity, delta, stop, reached of c
+    finished                  b1 [C]          c finalised (set after its summary_checksum)
+
+Units of completion (:class:`Unit`; :mod:`glasscam.insitu.integrity` writes and checks them):
+whatever one writer writes for one index of a ``done`` array is followed by its checksums,
+then ``done``. ``glasscam verify`` recomputes the checksums of every done unit; a resume does
+the same for the store it continues, and redoes the damaged units.
 
 Every array carries Zarr v3 ``dimension_names`` (the letters above: C, Ns, K, N, D). Root
 attrs: ``schema``, ``parameters`` (compared on resume), ``versions``, ``source``, ``class``,
@@ -72,13 +84,20 @@ from typing import Any
 
 import numpy as np
 
-SAMPLES_SCHEMA = "glasscam.samples/2"
-# /1 stores (no per-particle energy) are still read; they cannot be resumed or grown
+SAMPLES_SCHEMA = "glasscam.samples/3"
+# stores of earlier versions are still read; they cannot be resumed or grown (what each lacks)
+SAMPLES_SCHEMA_V2 = "glasscam.samples/2"
 SAMPLES_SCHEMA_V1 = "glasscam.samples/1"
-PROPENSITY_SCHEMA = "glasscam.propensity/2"
+SAMPLES_OLD: dict[str, str] = {
+    SAMPLES_SCHEMA_V2: "no per-sample checksums",
+    SAMPLES_SCHEMA_V1: "no per-particle energy, no per-sample checksums",
+}
+PROPENSITY_SCHEMA = "glasscam.propensity/3"
+PROPENSITY_SCHEMA_V2 = "glasscam.propensity/2"  # no checksums, no `finished`: read only
 # /1 stores (one configuration per store) are still read, never resumed
 PROPENSITY_SCHEMA_V1 = "glasscam.propensity/1"
-PROPENSITY_SCHEMAS: tuple[str, ...] = (PROPENSITY_SCHEMA, PROPENSITY_SCHEMA_V1)
+PROPENSITY_SCHEMAS: tuple[str, ...] = (PROPENSITY_SCHEMA, PROPENSITY_SCHEMA_V2,
+                                       PROPENSITY_SCHEMA_V1)
 CLASSES: tuple[str, ...] = ("liquid", "glass")
 SPLITS: dict[str, int] = {"train": 0, "val": 1, "test": 2}
 SPLIT_FRACTIONS: dict[str, float] = {"train": 0.8, "val": 0.08, "test": 0.12}  # 4000/400/600
@@ -93,6 +112,31 @@ class SchemaError(ValueError):
 
 class ParameterMismatchError(SchemaError):
     """An existing store was made with other parameters than the ones now requested."""
+
+
+class CorruptStoreError(SchemaError):
+    """A file of a store cannot be read (truncated, damaged, or gone). The message names the
+    file, the sample where there is one, and what to do."""
+
+
+class HalfCreatedStoreError(SchemaError):
+    """A store whose creation was interrupted (root ``zarr.json`` without ``schema``): it holds
+    no done sample; the writer that made it recreates it."""
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A unit of completion: for each index of the ``done`` array, the slices ``[index]`` of
+    the ``covers`` arrays are written by one writer, then their checksums (``checksum`` array,
+    ``done``'s dims + one, CRC-32 of the stored bytes, -1 = none), then ``done`` (DESIGN §4).
+    ``clears``: arrays whose entry at ``index[:depth]`` must be reset when a unit is found
+    damaged (e.g. a configuration's ``finished`` when one of its replicas is redone)."""
+
+    done: str
+    checksum: str
+    covers: tuple[str, ...]
+    dim: str = "A"
+    clears: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -167,6 +211,19 @@ PROPENSITY_V2_ROOT_ARRAYS: tuple[ArraySpec, ...] = (
     ArraySpec("reached", ("C",), "bool", False, _C),
     ArraySpec("done", ("C", "Ns"), "bool", False, ("C", "Ns")),
 )
+# glasscam.propensity/3: /2 plus `finished` (configuration c finalised: propensity, delta,
+# reached written) and the checksums of both units
+PROPENSITY_V3_ROOT_ARRAYS: tuple[ArraySpec, ...] = (
+    *PROPENSITY_V2_ROOT_ARRAYS,
+    ArraySpec("finished", ("C",), "bool", False, _C),
+)
+PROPENSITY_UNITS: tuple[Unit, ...] = (
+    # replica s of configuration c: its rows crd[c, s] (redoing one re-finalises c)
+    Unit("done", "checksum", ("crd",), dim="A", clears=(("finished", 1),)),
+    # configuration c, once all its replicas are done (stop is the pilot's, final by then)
+    Unit("finished", "summary_checksum", ("propensity", "delta", "stop", "reached"), dim="B"),
+)
+_PROPENSITY_UNIT_DIMS = {"done": ("C", "Ns"), "finished": ("C",)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -234,9 +291,10 @@ def check_parameters(
         )
 
 
-def _create_arrays(group, specs, sizes, dimension_names: bool = False) -> None:
-    """Create ``specs`` in ``group``; with ``dimension_names`` the Zarr v3 names of the
-    dimensions (the specs' dims) are stored too."""
+def _create_arrays(group, specs, sizes, dimension_names: bool = True) -> None:
+    """Create ``specs`` in ``group``, with the Zarr v3 names of their dimensions (the specs'
+    dims; ``xarray.open_zarr`` reads them). ``dimension_names=False`` only for the test
+    writers of old schemas."""
     for spec in specs:
         group.create_array(
             spec.name,
@@ -248,37 +306,84 @@ def _create_arrays(group, specs, sizes, dimension_names: bool = False) -> None:
         )
 
 
-def _check_arrays(group, specs, sizes, where: str) -> None:
+def checksum_spec(unit: Unit, dims: tuple[str, ...]) -> ArraySpec:
+    """The checksum array of ``unit`` whose ``done`` array has dimensions ``dims``."""
+    return ArraySpec(unit.checksum.rsplit("/", 1)[-1], (*dims, unit.dim), "int64", -1, dims)
+
+
+def _create_checksums(root, units: tuple[Unit, ...], sizes: Mapping[str, int],
+                      dims_of: Mapping[str, tuple[str, ...]]) -> None:
+    """The checksum arrays of ``units`` (``dims_of``: the dims of each unit's done array)."""
+    for unit in units:
+        spec = checksum_spec(unit, dims_of[unit.done])
+        parent, _, _ = unit.checksum.rpartition("/")
+        group = root[parent] if parent else root
+        _create_arrays(group, (spec,), {**sizes, unit.dim: len(unit.covers)})
+        group[spec.name].attrs["covers"] = list(unit.covers)
+
+
+def _check_arrays(group, specs, sizes, where: str, lead_ok: set[int] | None = None) -> None:
+    """Check presence, dtype and shape; ``lead_ok``: lengths accepted for a leading ``S``."""
     for spec in specs:
         name = f"{group.path}/{spec.name}".lstrip("/")
         try:
             arr = group[spec.name]
         except KeyError:
             raise SchemaError(f"{where}: missing array '{name}'") from None
+        except ValueError as err:  # a zarr.json that is not JSON
+            raise CorruptStoreError(
+                f"{where}/{name}/zarr.json: unreadable ({err}); the array's metadata is "
+                "damaged: restore the file, or delete the store and rerun the command that "
+                "made it"
+            ) from None
         if np.dtype(arr.dtype) != np.dtype(spec.dtype):
             raise SchemaError(
                 f"{where}: array '{name}' has dtype {arr.dtype}, schema says {spec.dtype}"
             )
-        if tuple(arr.shape) != spec.shape(sizes):
+        shape = spec.shape(sizes)
+        if lead_ok and spec.dims[:1] == ("S",) and arr.shape[:1] and arr.shape[0] in lead_ok:
+            shape = (arr.shape[0], *shape[1:])
+        if tuple(arr.shape) != shape:
             raise SchemaError(
                 f"{where}: array '{name}' has shape {tuple(arr.shape)}, "
                 f"schema says {spec.shape(sizes)} {spec.dims}"
             )
 
 
-def _refuse_writing_old(where: str, mode: str, found: Any, old: str, new: str,
-                        lacks: str) -> bool:
-    """True for a store of the previous schema ``old``; which opens read-only: writing into
-    it (resume, grow) is refused, naming what it lacks and the schema a new store gets."""
-    if found != old:
+def _refuse_writing_old(where: str, mode: str, found: Any, old: Mapping[str, str],
+                        new: str) -> bool:
+    """True for a store of an earlier schema (a key of ``old``, whose value says what it
+    lacks), which opens read-only: writing into it (resume, grow) is refused, naming what it
+    lacks and the schema a new store gets."""
+    if found not in old:
         return False
     if mode != "r":
         raise SchemaError(
-            f"{where}: attribute 'schema' is {old!r}, made by an older glasscam ({lacks}); it "
-            f"can be read but not resumed or grown: write a new store ({new!r}) with another "
-            "output path"
+            f"{where}: attribute 'schema' is {found!r}, made by an older glasscam "
+            f"({old[found]}); it can be read but not resumed or grown: write a new store "
+            f"({new!r}) with another output path"
         )
     return True
+
+
+def root_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The parsed root ``zarr.json`` of a store; :class:`CorruptStoreError` naming the file
+    when it is not JSON (a truncated write), FileNotFoundError when absent."""
+    meta = os.path.join(os.fspath(path), "zarr.json")
+    try:
+        with open(meta, encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{os.fspath(path)}: no Zarr store here") from None
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CorruptStoreError(
+            f"{meta}: not valid JSON ({err}); the store's root metadata is truncated or "
+            "damaged. It holds the store's schema and parameters: restore it from a backup, "
+            "or delete the store and rerun the command that made it"
+        ) from None
+    if not isinstance(doc, dict):
+        raise CorruptStoreError(f"{meta}: not a JSON object; the root metadata is damaged")
+    return doc
 
 
 def _open_root(path: str | os.PathLike, mode: str, schema: str | tuple[str, ...]):
@@ -286,6 +391,12 @@ def _open_root(path: str | os.PathLike, mode: str, schema: str | tuple[str, ...]
     import zarr
 
     where = os.fspath(path)
+    doc = root_metadata(where)
+    if doc.get("node_type") == "group" and "schema" not in doc.get("attributes", {}):
+        raise HalfCreatedStoreError(
+            f"{where}: attribute 'schema' is missing: the store's creation was interrupted and "
+            "it holds no sample; the command that writes it recreates it (run it again)"
+        )
     try:
         root = zarr.open_group(where, mode=mode)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError):
@@ -300,6 +411,23 @@ def _open_root(path: str | os.PathLike, mode: str, schema: str | tuple[str, ...]
     return root
 
 
+def _check_checksums(root, units: tuple[Unit, ...], sizes: Mapping[str, int],
+                     dims_of: Mapping[str, tuple[str, ...]], where: str,
+                     lead_ok: set[int] | None = None) -> None:
+    for unit in units:
+        spec = checksum_spec(unit, dims_of[unit.done])
+        parent, _, _ = unit.checksum.rpartition("/")
+        group = root[parent] if parent else root
+        _check_arrays(group, (spec,), {**sizes, unit.dim: len(unit.covers)}, where, lead_ok)
+
+
+def _class_units(specs: tuple[ArraySpec, ...]) -> tuple[Unit, ...]:
+    """One unit per class group: every array of the class, guarded by ``<class>/done``."""
+    names = tuple(s.name for s in specs if s.name != "done")
+    return tuple(Unit(f"{cls}/done", f"{cls}/checksum", tuple(f"{cls}/{n}" for n in names))
+                 for cls in CLASSES)
+
+
 def _create_class_store(
     path: str | os.PathLike,
     schema: str,
@@ -308,12 +436,15 @@ def _create_class_store(
     params: Mapping[str, Any],
     extra_attrs: Mapping[str, Any],
 ):
-    """A store with one group per class (``CLASSES``), each holding ``specs``."""
+    """A store with one group per class (``CLASSES``), each holding ``specs`` and the
+    checksums of its samples."""
     import zarr
 
     root = zarr.open_group(os.fspath(path), mode="w-", zarr_format=3)
     for cls in CLASSES:
         _create_arrays(root.create_group(cls), specs, sizes)
+    units = _class_units(specs)
+    _create_checksums(root, units, sizes, {u.done: _S for u in units})
     # attrs last: a store without 'schema' is recognisably half-created
     root.attrs.update(
         {
@@ -329,22 +460,30 @@ def _create_class_store(
 def _open_class_store(
     path: str | os.PathLike,
     mode: str,
-    schema: str,
-    specs: tuple[ArraySpec, ...],
+    schemas: Mapping[str, tuple[ArraySpec, ...]],
+    current: str,
     sizes_of,
     expect: Mapping[str, Any] | None,
 ):
-    """Open and validate a per-class store; with ``expect``, check its parameters match."""
+    """Open and validate a per-class store of one of ``schemas`` (name -> class arrays; only
+    ``current`` is writable and has checksums); with ``expect``, check its parameters match."""
     where = os.fspath(path)
-    root = _open_root(where, mode, schema)
+    root = _open_root(where, mode, tuple(schemas))
+    found = root.attrs["schema"]
+    _refuse_writing_old(where, mode, found,
+                        {k: "no per-sample checksums" for k in schemas if k != current}, current)
     params = dict(root.attrs["parameters"])
     if expect is not None:
         check_parameters(params, expect, where)
     sizes = sizes_of(params)
+    specs = schemas[found]
     for cls in CLASSES:
         if cls not in root:
             raise SchemaError(f"{where}: missing group '{cls}'")
         _check_arrays(root[cls], specs, sizes, where)
+    if found == current:
+        units = _class_units(specs)
+        _check_checksums(root, units, sizes, {u.done: _S for u in units}, where)
     return root
 
 
@@ -367,6 +506,19 @@ def samples_sizes(params: Mapping[str, Any]) -> dict[str, int]:
         raise SchemaError(f"samples parameters lack field {err.args[0]!r}") from None
 
 
+def _samples_units() -> tuple[Unit, ...]:
+    names = [spec.name for spec in SAMPLE_CLASS_ARRAYS if spec.name != "done"]
+    cooling = tuple(f"cooling/{spec.name}" for spec in SAMPLE_COOLING_ARRAYS)
+    return (
+        Unit("liquid/done", "liquid/checksum", tuple(f"liquid/{n}" for n in names)),
+        # the cooling record is written with the glass snapshot, the sample's last step
+        Unit("glass/done", "glass/checksum", tuple(f"glass/{n}" for n in names) + cooling),
+    )
+
+
+SAMPLES_UNITS: tuple[Unit, ...] = _samples_units()
+
+
 def create_samples_store(path: str | os.PathLike, params: Mapping[str, Any]):
     """Create an empty samples store (one process only) and return its root group."""
     import zarr
@@ -377,6 +529,7 @@ def create_samples_store(path: str | os.PathLike, params: Mapping[str, Any]):
         _create_arrays(root.create_group(cls), SAMPLE_CLASS_ARRAYS, sizes)
     _create_arrays(root.create_group("cooling"), SAMPLE_COOLING_ARRAYS, sizes)
     _create_arrays(root, SAMPLE_ROOT_ARRAYS, sizes)
+    _create_checksums(root, SAMPLES_UNITS, sizes, {u.done: _S for u in SAMPLES_UNITS})
     root["split"][:] = split_assignment(sizes["S"], int(params.get("seed", 1)))
     # attrs last: a store without 'schema' is recognisably half-created
     root.attrs.update(
@@ -385,32 +538,83 @@ def create_samples_store(path: str | os.PathLike, params: Mapping[str, Any]):
     return root
 
 
+def _samples_groups(root, old: str | None):
+    """(group, specs, extra sizes) of every per-sample array group of a samples store."""
+    class_specs = SAMPLE_CLASS_ARRAYS_V1 if old == SAMPLES_SCHEMA_V1 else SAMPLE_CLASS_ARRAYS
+    out = [(cls, class_specs) for cls in CLASSES]
+    out += [("cooling", SAMPLE_COOLING_ARRAYS), ("", SAMPLE_ROOT_ARRAYS)]
+    return out
+
+
 def open_samples_store(
-    path: str | os.PathLike, mode: str = "r", expect: Mapping[str, Any] | None = None
+    path: str | os.PathLike, mode: str = "r", expect: Mapping[str, Any] | None = None,
+    grow: bool = False,
 ):
     """Open and validate a samples store; with ``expect``, check its parameters match.
 
-    Stores of the previous schema (``glasscam.samples/1``, without ``particle_energy``) open
-    read-only (``mode="r"``); writing into one is refused with a message.
+    With ``grow`` (and ``expect``), an ``expect["nsamples"]`` larger than the store's grows
+    it (:func:`grow_samples_store`): the samples it holds are not touched, the new ones are
+    not done, ``split`` becomes that of a store made with the larger count. A smaller count
+    is refused. An interrupted grow is completed by the same request.
+
+    Stores of earlier schemas (``glasscam.samples/2`` without checksums, ``/1`` also without
+    ``particle_energy``) open read-only (``mode="r"``); writing into one is refused.
     """
     where = os.fspath(path)
-    root = _open_root(where, mode, (SAMPLES_SCHEMA, SAMPLES_SCHEMA_V1))
-    old = _refuse_writing_old(where, mode, root.attrs["schema"], SAMPLES_SCHEMA_V1,
-                              SAMPLES_SCHEMA, "no per-particle energy")
+    root = _open_root(where, mode, (SAMPLES_SCHEMA, *SAMPLES_OLD))
+    found = root.attrs["schema"]
+    old = found if _refuse_writing_old(where, mode, found, SAMPLES_OLD, SAMPLES_SCHEMA) else None
     params = dict(root.attrs["parameters"])
-    if expect is not None:
-        check_parameters(params, expect, where)
     sizes = samples_sizes(params)
-    for cls in CLASSES:
-        if cls not in root:
-            raise SchemaError(f"{where}: missing group '{cls}'")
-        _check_arrays(root[cls], SAMPLE_CLASS_ARRAYS_V1 if old else SAMPLE_CLASS_ARRAYS,
-                      sizes, where)
-    if "cooling" not in root:
-        raise SchemaError(f"{where}: missing group 'cooling'")
-    _check_arrays(root["cooling"], SAMPLE_COOLING_ARRAYS, sizes, where)
-    _check_arrays(root, SAMPLE_ROOT_ARRAYS, sizes, where)
+    target = sizes["S"]
+    if expect is not None:
+        asked = dict(expect)
+        if grow and "nsamples" in asked:
+            target = int(asked["nsamples"])
+            if target < sizes["S"]:
+                raise ParameterMismatchError(
+                    f"{where}: nsamples: store has {sizes['S']}, run asks {target}; a samples "
+                    "store can grow but not shrink (use another output path, or ask for "
+                    f"nsamples >= {sizes['S']})"
+                )
+            asked["nsamples"] = sizes["S"]
+        check_parameters(params, asked, where)
+    for name, specs in _samples_groups(root, old):
+        if name and name not in root:
+            raise SchemaError(f"{where}: missing group '{name}'")
+        group = root[name] if name else root
+        # an interrupted grow leaves arrays of either length
+        _check_arrays(group, specs, sizes, where, lead_ok={sizes["S"], target})
+    if old is None:
+        _check_checksums(root, SAMPLES_UNITS, sizes, {u.done: _S for u in SAMPLES_UNITS}, where,
+                         lead_ok={sizes["S"], target})
+    if target != sizes["S"]:
+        grow_samples_store(root, target)
     return root
+
+
+def grow_samples_store(root, nsamples: int) -> None:
+    """Extend every per-sample array of an open (``r+``) samples store to ``nsamples``.
+
+    Samples already there keep every byte; the new ones are not done (their ``done`` is the
+    fill value). ``split`` is rewritten to :func:`split_assignment` of the new count, so a
+    grown store equals one made with that count from the start. Order: arrays first,
+    ``split``, the ``parameters`` attribute last; an interrupted grow is completed by asking
+    for the same count again.
+    """
+    params = dict(root.attrs["parameters"])
+    for name, specs in _samples_groups(root, None):
+        group = root[name] if name else root
+        for spec in specs:
+            arr = group[spec.name]
+            if arr.shape[0] != nsamples:
+                arr.resize((nsamples, *arr.shape[1:]))
+    for unit in SAMPLES_UNITS:
+        arr = root[unit.checksum]
+        if arr.shape[0] != nsamples:
+            arr.resize((nsamples, *arr.shape[1:]))
+    root["split"][:] = split_assignment(nsamples, int(params.get("seed", 1)))
+    root.attrs["parameters"] = jsonable({**params, "nsamples": int(nsamples)})
 
 
 def done_samples(root) -> np.ndarray:
@@ -459,20 +663,21 @@ def create_propensity_store(
     steps = np.asarray(steps, dtype=np.int64)
     if steps.shape != (sizes["K"],):
         raise SchemaError(f"{path}: steps has shape {steps.shape}, expected ({sizes['K']},)")
-    v2 = "C" in sizes
+    v3 = "C" in sizes
     root = zarr.open_group(os.fspath(path), mode="w-", zarr_format=3)
     ref = root.create_group("reference")
-    if v2:
-        _create_arrays(ref, PROPENSITY_V2_REFERENCE_ARRAYS, sizes, dimension_names=True)
+    if v3:
+        _create_arrays(ref, PROPENSITY_V2_REFERENCE_ARRAYS, sizes)
         for spec in PROPENSITY_V2_REFERENCE_ARRAYS:
             ref[spec.name][...] = np.asarray(reference[spec.name]).reshape(spec.shape(sizes))
-        _create_arrays(root, PROPENSITY_V2_ROOT_ARRAYS, sizes, dimension_names=True)
+        _create_arrays(root, PROPENSITY_V3_ROOT_ARRAYS, sizes)
+        _create_checksums(root, PROPENSITY_UNITS, sizes, _PROPENSITY_UNIT_DIMS)
         root["samples"][:] = np.asarray(params["configurations"], dtype=np.int64)
     else:
-        _create_arrays(ref, PROPENSITY_REFERENCE_ARRAYS, sizes)
+        _create_arrays(ref, PROPENSITY_REFERENCE_ARRAYS, sizes, dimension_names=False)
         for name in ("positions", "types", "box"):
             ref[name][...] = np.asarray(reference[name])
-        _create_arrays(root, PROPENSITY_ROOT_ARRAYS, sizes)
+        _create_arrays(root, PROPENSITY_ROOT_ARRAYS, sizes, dimension_names=False)
     root["steps"][:] = steps
     root["times"][:] = steps * float(dt)
     # attrs last: a store without 'schema' is recognisably half-created
@@ -480,7 +685,7 @@ def create_propensity_store(
         {
             "parameters": jsonable(params),
             "versions": versions(),
-            "schema": PROPENSITY_SCHEMA if v2 else PROPENSITY_SCHEMA_V1,
+            "schema": PROPENSITY_SCHEMA if v3 else PROPENSITY_SCHEMA_V1,
         }
     )
     return root
@@ -492,14 +697,18 @@ def open_propensity_store(
     expect: Mapping[str, Any] | None = None,
     schemas: tuple[str, ...] = PROPENSITY_SCHEMAS,
 ):
-    """Open and validate a propensity store of one of ``schemas`` (default: /2 and /1).
+    """Open and validate a propensity store of one of ``schemas`` (default: /3, /2 and /1).
 
-    ``root.attrs["schema"]`` tells which layout it has. ``/1`` stores open read-only only.
+    ``root.attrs["schema"]`` tells which layout it has. ``/2`` and ``/1`` stores open
+    read-only only.
     """
     where = os.fspath(path)
     root = _open_root(where, mode, tuple(schemas))
-    v1 = _refuse_writing_old(where, mode, root.attrs["schema"], PROPENSITY_SCHEMA_V1,
-                             PROPENSITY_SCHEMA, "one configuration")
+    found = root.attrs["schema"]
+    _refuse_writing_old(where, mode, found, {
+        PROPENSITY_SCHEMA_V2: "no checksums, no 'finished'",
+        PROPENSITY_SCHEMA_V1: "one configuration"}, PROPENSITY_SCHEMA)
+    v1 = found == PROPENSITY_SCHEMA_V1
     params = dict(root.attrs["parameters"])
     if expect is not None:
         check_parameters(params, expect, where)
@@ -509,20 +718,25 @@ def open_propensity_store(
     if "reference" not in root:
         raise SchemaError(f"{where}: missing group 'reference'")
     ref_specs = PROPENSITY_REFERENCE_ARRAYS if v1 else PROPENSITY_V2_REFERENCE_ARRAYS
-    root_specs = PROPENSITY_ROOT_ARRAYS if v1 else PROPENSITY_V2_ROOT_ARRAYS
+    root_specs = {PROPENSITY_SCHEMA_V1: PROPENSITY_ROOT_ARRAYS,
+                  PROPENSITY_SCHEMA_V2: PROPENSITY_V2_ROOT_ARRAYS}.get(
+                      found, PROPENSITY_V3_ROOT_ARRAYS)
     _check_arrays(root["reference"], ref_specs, sizes, where)
     _check_arrays(root, root_specs, sizes, where)
+    if found == PROPENSITY_SCHEMA:
+        _check_checksums(root, PROPENSITY_UNITS, sizes, _PROPENSITY_UNIT_DIMS, where)
     return root
 
 
 # ============================================================================================
-# indicators.zarr (glasscam.indicators/1) -- structural indicators, written by
-# `glasscam indicators` (glasscam.analysis.structure.indicators). Section owned by the
-# indicators stage.
+# indicators.zarr (glasscam.indicators/2; /1 lacks checksum, read only) -- structural
+# indicators, written by `glasscam indicators` (glasscam.analysis.structure.indicators).
+# Section owned by the indicators stage.
 #
 #     liquid/, glass/                one group per class, each with
 #         voronoi       f8 [S, N]    Voronoi cell area ϒ (periodic 2D)
 #         ttop          f8 [S, N]    Tong-Tanaka order parameter Θ (radians)
+#         checksum      i8 [S, 2]    CRC-32 of voronoi[s], ttop[s] as written (-1: none)
 #         done          b1 [S]       set last, after both fields of the sample are written
 #
 # One chunk per sample (a task owns its samples' chunks whole). Root attrs: ``schema``,
@@ -531,7 +745,8 @@ def open_propensity_store(
 # last run's scheduler/workers; informational, not compared).
 # ============================================================================================
 
-INDICATORS_SCHEMA = "glasscam.indicators/1"
+INDICATORS_SCHEMA = "glasscam.indicators/2"
+INDICATORS_SCHEMA_V1 = "glasscam.indicators/1"  # no checksums: read only
 INDICATOR_CLASS_ARRAYS: tuple[ArraySpec, ...] = (
     ArraySpec("voronoi", ("S", "N"), "float64", float("nan"), _S),
     ArraySpec("ttop", ("S", "N"), "float64", float("nan"), _S),
@@ -561,13 +776,16 @@ def open_indicators_store(
 ):
     """Open and validate an indicators store; with ``expect``, check its parameters match."""
     return _open_class_store(
-        path, mode, INDICATORS_SCHEMA, INDICATOR_CLASS_ARRAYS, indicators_sizes, expect
+        path, mode,
+        {INDICATORS_SCHEMA: INDICATOR_CLASS_ARRAYS, INDICATORS_SCHEMA_V1: INDICATOR_CLASS_ARRAYS},
+        INDICATORS_SCHEMA, indicators_sizes, expect
     )
 
 
 # ============================================================================================
-# gradcam.zarr (glasscam.gradcam/1) -- Grad-CAM maps and particle scores, written by
-# `glasscam gradcam` (glasscam.analysis.cnn.gradcam). Section owned by the CNN/Grad-CAM stage.
+# gradcam.zarr (glasscam.gradcam/3; /2 lacks checksum, /1 also gamma_members) -- Grad-CAM
+# maps and particle scores, written by `glasscam gradcam` (glasscam.analysis.cnn.gradcam).
+# Section owned by the CNN/Grad-CAM stage.
 #
 #     liquid/, glass/                one group per class of the *sample* (true label), each with
 #         cam           f4 [S, M, M] Grad-CAM map L^C = ReLU(sum_m w_m A^m) of the target class
@@ -580,6 +798,7 @@ def open_indicators_store(
 #                                    ensemble log of the members' mean class probability
 #         correct       b1 [S]       predicted class == true class; False = misclassified (the
 #                                    paper's footnote 2: leave out of per-sample distributions)
+#         checksum      i8 [S, 5]    CRC-32 of cam .. correct of the sample as written
 #         done          b1 [S]       set last; only samples of the chosen split are ever done
 #
 # Indexed by the sample index of samples.zarr (S = its nsamples), one chunk per sample.
@@ -589,7 +808,8 @@ def open_indicators_store(
 # training configuration, test accuracy; informational, not compared).
 # ============================================================================================
 
-GRADCAM_SCHEMA = "glasscam.gradcam/2"
+GRADCAM_SCHEMA = "glasscam.gradcam/3"
+GRADCAM_SCHEMA_V2 = "glasscam.gradcam/2"  # no checksums: read only
 GRADCAM_SCHEMA_V1 = "glasscam.gradcam/1"  # one network, no gamma_members: read only
 GRADCAM_CLASS_ARRAYS: tuple[ArraySpec, ...] = (
     ArraySpec("cam", ("S", "M", "M"), "float32", float("nan"), _S),
@@ -629,18 +849,54 @@ def open_gradcam_store(
 ):
     """Open and validate a gradcam store; with ``expect``, check its parameters match.
 
-    ``glasscam.gradcam/1`` stores (one network, no ``gamma_members``) open read-only."""
-    import zarr
-
-    where = os.fspath(path)
-    try:
-        found = zarr.open_group(where, mode="r").attrs.get("schema")
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
-        raise FileNotFoundError(f"{where}: no Zarr store here") from None
-    if _refuse_writing_old(where, mode, found, GRADCAM_SCHEMA_V1, GRADCAM_SCHEMA,
-                           "one network, no gamma_members"):
-        specs = tuple(s for s in GRADCAM_CLASS_ARRAYS if s.name != "gamma_members")
-        return _open_class_store(path, mode, GRADCAM_SCHEMA_V1, specs, gradcam_sizes, expect)
+    ``glasscam.gradcam/2`` (no checksums) and ``/1`` (one network, no ``gamma_members``)
+    stores open read-only."""
+    v1 = tuple(s for s in GRADCAM_CLASS_ARRAYS if s.name != "gamma_members")
     return _open_class_store(
-        path, mode, GRADCAM_SCHEMA, GRADCAM_CLASS_ARRAYS, gradcam_sizes, expect
+        path, mode,
+        {GRADCAM_SCHEMA: GRADCAM_CLASS_ARRAYS, GRADCAM_SCHEMA_V2: GRADCAM_CLASS_ARRAYS,
+         GRADCAM_SCHEMA_V1: v1},
+        GRADCAM_SCHEMA, gradcam_sizes, expect,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# the units of every current schema (what verify and resume check)
+
+
+def units_of(root) -> tuple[Unit, ...]:
+    """The units of completion of a store of a current schema (``()`` for an older one)."""
+    found = root.attrs.get("schema")
+    if found == SAMPLES_SCHEMA:
+        return SAMPLES_UNITS
+    if found == PROPENSITY_SCHEMA:
+        return PROPENSITY_UNITS
+    if found == GRADCAM_SCHEMA:
+        return _class_units(GRADCAM_CLASS_ARRAYS)
+    if found == INDICATORS_SCHEMA:
+        return _class_units(INDICATOR_CLASS_ARRAYS)
+    return ()
+
+
+OPENERS: dict[str, Any] = {}  # schema name prefix -> open function, filled below
+
+
+def open_store(path: str | os.PathLike, mode: str = "r"):
+    """Open any glasscam store by its ``schema`` attribute (validated by its own opener)."""
+    where = os.fspath(path)
+    doc = root_metadata(where)
+    found = str(doc.get("attributes", {}).get("schema", ""))
+    for prefix, opener in OPENERS.items():
+        if found.startswith(prefix + "/"):
+            return opener(where, mode=mode)
+    if not found:
+        return _open_root(where, mode, ())  # raises HalfCreatedStoreError / SchemaError
+    raise SchemaError(f"{where}: attribute 'schema' is {found!r}, not a glasscam store")
+
+
+OPENERS.update({
+    "glasscam.samples": open_samples_store,
+    "glasscam.propensity": open_propensity_store,
+    "glasscam.gradcam": open_gradcam_store,
+    "glasscam.indicators": open_indicators_store,
+})

@@ -3,30 +3,32 @@
 Layout and validation are :mod:`glasscam.insitu.schema`'s (DESIGN §4); this module adds the write
 discipline used by the quench hooks:
 
-* :func:`prepare_samples_store` — run by **one** process (universe rank 0) while the others
-  wait: create the store, or open an existing one, check that it was made with the parameters
-  now requested (:class:`~glasscam.insitu.schema.ParameterMismatchError` naming the fields
-  otherwise) and
-  return the indices of the samples still to do.
+* :func:`prepare_samples_store` — run by **one** process (universe rank 0, holding the store's
+  lock) while the others wait: create the store atomically, or open an existing one, check
+  that it was made with the parameters now requested
+  (:class:`~glasscam.insitu.schema.ParameterMismatchError` naming the fields otherwise), grow
+  it when more samples are asked for, verify the samples it holds (damaged ones are redone)
+  and return the indices of the samples still to do.
 * :class:`SampleWriter` — used by the root rank of a partition: writes one sample's liquid and
   glass snapshots and its cooling record, each array as one whole chunk (chunks are one sample
-  long, so two partitions never touch the same chunk or file), then ``liquid/done`` and
-  ``glass/done``. A process killed at any point leaves either a sample that is not marked done
-  (redone on resume, bit-for-bit the same since it depends on its seed only) or a complete one.
+  long, so two partitions never touch the same chunk or file), then each class's checksums
+  and ``done`` (:func:`glasscam.insitu.integrity.write_units`). A process killed at any point
+  leaves either a sample that is not marked done (redone on resume, bit-for-bit the same
+  since it depends on its seed only) or a complete one.
 
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import schema
+from . import integrity, schema
 
 
 @dataclass
@@ -42,29 +44,28 @@ class Snapshot:
     temperature: float
 
 
-def _store_exists(path: Path) -> bool:
-    return (path / "zarr.json").exists()
-
-
-def prepare_samples_store(path: str | os.PathLike, params: Mapping[str, Any]) -> list[int]:
+def prepare_samples_store(path: str | os.PathLike, params: Mapping[str, Any],
+                          log: Callable[[str], None] = print) -> list[int]:
     """Create the store (or validate the existing one) and return the not-done sample indices.
 
-    One process only. Raises :class:`~glasscam.insitu.schema.SchemaError` /
+    One process only, holding the store's lock (:class:`~glasscam.insitu.lock.OutputLock`).
+    Creation is atomic; a store with fewer samples than asked grows (the samples it holds stay
+    as they are); a resumed store is verified first and its damaged samples are redone.
+    Raises :class:`~glasscam.insitu.schema.SchemaError` /
     :class:`~glasscam.insitu.schema.ParameterMismatchError` (message names the store and the
     field) if an existing store does not fit; the store is not modified then.
     """
     where = Path(path)
-    if _store_exists(where):
-        root = schema.open_samples_store(where, mode="r+", expect=params)
-        done = schema.done_samples(root)
-        return [int(i) for i in np.flatnonzero(~done)]
-    if where.exists() and any(where.iterdir()):
-        raise schema.SchemaError(
-            f"{where}: exists and is not a Zarr store (no zarr.json); refusing to write into it"
-        )
-    where.parent.mkdir(parents=True, exist_ok=True)
-    schema.create_samples_store(where, params)
-    return list(range(int(params["nsamples"])))
+    root, created = integrity.open_or_create(
+        where,
+        create=lambda tmp: schema.create_samples_store(tmp, params),
+        reopen=lambda p: schema.open_samples_store(p, mode="r+", expect=params, grow=True),
+        what="samples store", log=log,
+    )
+    if not created:
+        integrity.check_and_repair(root, str(where), log)
+    done = schema.done_samples(root)
+    return [int(i) for i in np.flatnonzero(~done)]
 
 
 class SampleWriter:
@@ -75,13 +76,6 @@ class SampleWriter:
 
         self.path = os.fspath(path)
         self.root = zarr.open_group(self.path, mode="r+")
-        self._arrays: dict[str, Any] = {}
-
-    def _array(self, name: str):
-        arr = self._arrays.get(name)
-        if arr is None:
-            arr = self._arrays[name] = self.root[name]
-        return arr
 
     def write(
         self,
@@ -94,18 +88,19 @@ class SampleWriter:
         missing = [c for c in schema.CLASSES if c not in snapshots]
         if missing:
             raise ValueError(f"{self.path}: sample {index} lacks the {missing} snapshot(s)")
-        for cls in schema.CLASSES:
+        # one unit per class (its arrays, their checksums, done); glass, last, also carries
+        # the cooling record: a sample exists only once both classes are done
+        for unit, cls in zip(schema.SAMPLES_UNITS, schema.CLASSES, strict=True):
             snap = snapshots[cls]
-            self._array(f"{cls}/positions")[index] = snap.positions
-            self._array(f"{cls}/types")[index] = snap.types
-            self._array(f"{cls}/box")[index] = snap.box
-            self._array(f"{cls}/image")[index] = snap.image
-            self._array(f"{cls}/potential_energy")[index] = snap.potential_energy
-            self._array(f"{cls}/particle_energy")[index] = snap.particle_energy
-            self._array(f"{cls}/temperature")[index] = snap.temperature
-            self._array(f"{cls}/seed")[index] = seed
-        for spec in schema.SAMPLE_COOLING_ARRAYS:
-            self._array(f"cooling/{spec.name}")[index] = cooling[spec.name]
-        # flags last: a sample exists only once all of the above is on disk
-        for cls in schema.CLASSES:
-            self._array(f"{cls}/done")[index] = True
+            values: dict[str, Any] = {
+                f"{cls}/positions": snap.positions, f"{cls}/types": snap.types,
+                f"{cls}/box": snap.box, f"{cls}/image": snap.image,
+                f"{cls}/potential_energy": snap.potential_energy,
+                f"{cls}/particle_energy": snap.particle_energy,
+                f"{cls}/temperature": snap.temperature, f"{cls}/seed": seed,
+            }
+            if cls == "glass":
+                values.update({f"cooling/{spec.name}": cooling[spec.name]
+                               for spec in schema.SAMPLE_COOLING_ARRAYS})
+            integrity.write_units(self.root, unit, [index],
+                                  {k: np.asarray(v)[None] for k, v in values.items()})

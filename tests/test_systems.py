@@ -183,7 +183,7 @@ def test_quench_stores_the_per_particle_energy_lammps_computes(tmp_path):
                {"out": out, "nsamples": 1, "natoms": 150, "rate": 0.2, "nequil": 100,
                 "nrecord": 500, "grid": 8, "nthermo": 100000}, cwd=tmp_path)
     root = schema.open_samples_store(out)
-    assert root.attrs["schema"] == "glasscam.samples/2"
+    assert root.attrs["schema"] == "glasscam.samples/3"
     for cls in schema.CLASSES:
         e = root[f"{cls}/particle_energy"][0].astype(float)
         assert e.sum() / 150 == pytest.approx(root[f"{cls}/potential_energy"][0], rel=1e-5)

@@ -27,6 +27,7 @@ import json
 import math
 import os
 import time
+import uuid
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,8 @@ from glasscam.analysis.cnn.network import (
     resolve_device,
     tune_host_allocator,
 )
-from glasscam.insitu.schema import CLASSES, SchemaError
+from glasscam.insitu.lock import OutputLock
+from glasscam.insitu.schema import CLASSES, CorruptStoreError, SchemaError
 from torch import nn
 
 CHECKPOINT_FORMAT = "glasscam.cnn/1"
@@ -150,16 +152,38 @@ class Reporter:
     def message(self, text: str) -> None: ...
 
 
+def _temporary(path: Path) -> Path:
+    """A temporary name beside ``path``, unique to this process and call."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
 def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    tmp = _temporary(path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _atomic_json(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    tmp = _temporary(path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _read_json(path: Path) -> Any:
+    """A JSON file of a model folder; a damaged one is named, with what to do."""
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CorruptStoreError(
+            f"{path}: not valid JSON ({err}); the file is truncated or damaged: delete the "
+            "model folder's damaged file and rerun `glasscam train` with the same options"
+        ) from None
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
@@ -169,7 +193,14 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         path = path / CHECKPOINT
     if not path.exists():
         raise FileNotFoundError(f"{path}: no checkpoint here (run `glasscam train` first)")
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many types for a damaged file
+        raise CorruptStoreError(
+            f"{path}: cannot be read ({type(err).__name__}: {str(err)[:200]}); the checkpoint "
+            "is truncated or damaged. Delete it (and metrics.json beside it) and rerun "
+            "`glasscam train` with the same options: training restarts from epoch 0"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise SchemaError(f"{path}: field 'format' is {found!r}, expected {CHECKPOINT_FORMAT!r}")
@@ -300,8 +331,21 @@ def train(
 
     ``model_config`` defaults to :class:`CNNConfig` with the store's C and M.
     ``stop_after_epoch`` ends the run after that many epochs are done, as if it were killed
-    there (checkpoint written, no test evaluation).
+    there (checkpoint written, no test evaluation). The model folder is locked for the run
+    (:mod:`glasscam.insitu.lock`): a second ``train`` into it is refused, naming this one.
     """
+    with OutputLock(out, what="model folder"):
+        return _train(samples, out, config, model_config, reporter, stop_after_epoch)
+
+
+def _train(
+    samples: str | os.PathLike,
+    out: str | os.PathLike,
+    config: TrainConfig | None,
+    model_config: CNNConfig | None,
+    reporter: Reporter | None,
+    stop_after_epoch: int | None,
+) -> dict[str, Any]:
     config = config or TrainConfig()
     reporter = reporter or Reporter()
     out = Path(out)
@@ -475,6 +519,12 @@ def train_ensemble(
     out = Path(out)
     if members == 1:
         return train(samples, out, config, model_config, reporter)
+    with OutputLock(out, what="model folder"):
+        return _train_ensemble(samples, out, members, config, model_config, reporter)
+
+
+def _train_ensemble(samples, out: Path, members: int, config: TrainConfig,
+                    model_config: CNNConfig | None, reporter: Reporter) -> dict[str, Any]:
     if (out / CHECKPOINT).exists():
         raise SchemaError(f"{out}: holds a single network ({CHECKPOINT}); an ensemble of "
                           f"{members} needs another --out folder")
@@ -482,7 +532,7 @@ def train_ensemble(
     out.mkdir(parents=True, exist_ok=True)
     manifest = out / ENSEMBLE
     if manifest.exists():
-        have = json.loads(manifest.read_text()).get("members", [])
+        have = _read_json(manifest).get("members", [])
         if have != names:
             raise SchemaError(f"{manifest}: field 'members' is {have}, this run asks for "
                               f"{members} members; use another --out folder")
@@ -491,8 +541,8 @@ def train_ensemble(
     member_metrics = []
     for k, name in enumerate(names):
         reporter.message(f"ensemble member {k + 1}/{members} (seed {config.seed + k})")
-        metrics = train(samples, out / name, replace(config, seed=config.seed + k),
-                        model_config, reporter)
+        metrics = _train(samples, out / name, replace(config, seed=config.seed + k),
+                         model_config, reporter, None)
         if not metrics["complete"]:
             return {"complete": False, "members_done": k}
         member_metrics.append(metrics)

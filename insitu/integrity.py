@@ -302,6 +302,20 @@ def check_and_repair(root, where: str, log: Callable[[str], None]) -> int:
 # creation
 
 
+def write_atomically(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
+    """Write a file through ``write(tmp)`` to a unique temporary name beside it, then rename it
+    into place: readers see the old file or the new one, never a torn one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def creating_siblings(path: str | os.PathLike) -> list[Path]:
     where = Path(os.path.abspath(os.fspath(path)))
     return sorted(where.parent.glob(f".{where.name}.creating-*"))

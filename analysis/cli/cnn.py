@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from glasscam.insitu.lock import OutputLockedError
 
 
 def _conv_channels(text: str) -> tuple[int, int, int]:
@@ -165,7 +166,7 @@ def register(app: typer.Typer) -> None:
                     cfg,
                     RichReporter(),
                 )
-        except (SchemaError, FileNotFoundError, ValueError) as err:
+        except (SchemaError, FileNotFoundError, ValueError, OutputLockedError) as err:
             console.print(f"[red]error:[/red] {err}")
             raise typer.Exit(2) from None
         test = metrics["test"]
@@ -227,7 +228,7 @@ def register(app: typer.Typer) -> None:
                     target=target,
                     reporter=RichReporter(),
                 )
-        except (SchemaError, FileNotFoundError, ValueError) as err:
+        except (SchemaError, FileNotFoundError, ValueError, OutputLockedError) as err:
             console.print(f"[red]error:[/red] {err}")
             raise typer.Exit(2) from None
         console.print(

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from glasscam.insitu.lock import OutputLockedError
 
 
 def parse_grid(text: str) -> list[float]:
@@ -65,7 +66,7 @@ def register(app: typer.Typer) -> None:
                 system=system,
                 echo=console.print,
             )
-        except (ValueError, FileNotFoundError) as err:
+        except (ValueError, FileNotFoundError, OutputLockedError) as err:
             console.print(f"[red]error:[/red] {err}")
             raise typer.Exit(2) from None
 
@@ -132,7 +133,7 @@ def register(app: typer.Typer) -> None:
         )
         try:
             written = run_correlate(run, opts, echo=console.print)
-        except (ValueError, FileNotFoundError) as err:
+        except (ValueError, FileNotFoundError, OutputLockedError) as err:
             console.print(f"[red]error:[/red] {err}")
             raise typer.Exit(2) from None
         for path in written:

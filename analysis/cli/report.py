@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from glasscam.insitu.lock import OutputLockedError
 
 
 def register(app: typer.Typer) -> None:
@@ -18,7 +19,7 @@ def register(app: typer.Typer) -> None:
 
         try:
             path = build_report(run)
-        except (FileNotFoundError, ValueError) as err:
+        except (FileNotFoundError, ValueError, OutputLockedError) as err:
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(2) from None
         typer.echo(str(path))

@@ -48,6 +48,8 @@ from glasscam.analysis.correlate.measures import (
 )
 from glasscam.analysis.dynamics.propensity import ensemble_splits
 from glasscam.insitu.geometry import Box
+from glasscam.insitu.integrity import write_atomically
+from glasscam.insitu.lock import OutputLock
 
 INDICATORS = ("gamma", "voronoi", "ttop")  # the structural ones; judge adds the baselines
 
@@ -91,13 +93,14 @@ class CorrelateOptions:
 
 
 def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(header)
-        for row in rows:
-            w.writerow([_fmt(v) for v in row])
-    return path
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(header)
+            for row in rows:
+                w.writerow([_fmt(v) for v in row])
+
+    return write_atomically(path, write)
 
 
 def _fmt(v: Any) -> Any:
@@ -484,7 +487,17 @@ def run_correlate(
     opts: CorrelateOptions | None = None,
     echo: Callable[[str], None] = print,
 ) -> list[Path]:
-    """Compute everything and write the CSVs; return their paths."""
+    """Compute everything and write the CSVs; return their paths. ``RUN/tables`` is locked
+    for the run (a second correlate on the same run folder is refused, naming this one)."""
+    run_dir = Path(run).resolve()
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: run folder does not exist")
+    with OutputLock(run_dir / "tables", what="tables folder"):
+        return _run_correlate(run, opts, echo)
+
+
+def _run_correlate(run: str | os.PathLike, opts: CorrelateOptions | None,
+                   echo: Callable[[str], None]) -> list[Path]:
     opts = opts or CorrelateOptions()
     if not opts.xi_grid or min(opts.xi_grid) < 0:
         raise CorrelateInputError(f"xi grid must be non-empty and >= 0, got {opts.xi_grid}")

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 from glasscam.analysis.paper import DELTA_TARGETS, INV_E, PAPER
 from glasscam.analysis.report import plots
+from glasscam.insitu.integrity import write_atomically
+from glasscam.insitu.lock import OutputLock
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -565,10 +567,16 @@ img{max-width:100%}figcaption{font-size:85%;color:#555;max-width:640px}
 
 
 def build_report(run: str | Path) -> Path:
-    """Write ``report.html`` (and figures/exports) for a run folder; return its path."""
+    """Write ``report.html`` (and figures/exports) for a run folder; return its path. The
+    report is locked while it is built (a second one is refused, naming this one)."""
     run = Path(run).resolve()
     if not run.is_dir():
         raise FileNotFoundError(f"{run}: run folder does not exist")
+    with OutputLock(run / "report.html", what="report"):
+        return _build_report(run)
+
+
+def _build_report(run: Path) -> Path:
     t0 = time.perf_counter()
     rep = Report(run)
     info = provenance(rep)
@@ -596,6 +604,4 @@ def build_report(run: str | Path) -> Path:
         f"{time.strftime('%Y-%m-%d %H:%M')} in {time.perf_counter() - t0:.1f} s.</p>"
         f"{banner}<ul>{toc}</ul>{sections}</body></html>"
     )
-    out = run / "report.html"
-    out.write_text(page)
-    return out
+    return write_atomically(run / "report.html", lambda tmp: tmp.write_text(page))

@@ -31,8 +31,13 @@ def test_per_system_values_are_resolved(tmp_path):
 def test_unknown_table_and_key_are_named(tmp_path):
     with pytest.raises(PresetError, match=r"unknown table\(s\) \['trian'\]"):
         load_preset(write(tmp_path, "[trian]\nepochs = 3\n"))
-    with pytest.raises(PresetError, match=r"\[train\] has unknown key\(s\) \['epoch'\]"):
+    with pytest.raises(PresetError, match=r"p.toml: \[train\] key 'epoch' is not an option of "
+                       r"glasscam train \(options: .*epochs"):
         load_preset(write(tmp_path, "[train]\nepoch = 3\n"))
+    with pytest.raises(PresetError, match=r"p.toml: \[gradcam\] keys 'a', 'b' are not options"):
+        load_preset(write(tmp_path, "[gradcam]\nb = 1\na = 2\n"))
+    with pytest.raises(PresetError, match=r"p.toml: \[run\] key 'npp' is not a setting of \[run\]"):
+        load_preset(write(tmp_path, "[run]\nnpp = 3\n"))
     with pytest.raises(PresetError, match="system"):
         load_preset(write(tmp_path, '[run]\nsystem = "lj"\n'))
     with pytest.raises(PresetError, match="no preset 'nope'"):

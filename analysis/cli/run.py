@@ -34,24 +34,33 @@ def register(app: typer.Typer) -> None:
                          "edited) to use instead of the packaged ones."),
         ] = None,
     ) -> None:
-        """Run every stage in order, skipping finished ones and resuming the others."""
+        """Run every stage in order: skip a stage whose inputs are unchanged since it finished,
+        rerun a changed one and its dependants (their old outputs moved to <out>/stale/), resume
+        an interrupted one. Every option is checked before anything is written."""
         from glasscam.analysis.pipeline.presets import PresetError
         from glasscam.analysis.pipeline.runner import RunFolderError, run_pipeline
+        from glasscam.insitu.lock import OutputLockedError
         from rich.console import Console
+        from rich.markup import escape
 
         from glasscam.decks import DeckError
 
         console = Console()
+
+        def echo(text: str) -> None:  # messages name preset tables: [train] is not markup
+            console.print(text, markup=False, highlight=False, soft_wrap=True)
+
         try:
             timings = run_pipeline(
-                out, preset, system, np, partitions, scheduler, stage, echo=console.print,
-                inputs=inputs,
+                out, preset, system, np, partitions, scheduler, stage, echo=echo, inputs=inputs,
             )
-        except (PresetError, RunFolderError, DeckError, FileNotFoundError) as err:
-            console.print(f"[red]error:[/red] {err}")
+        except (PresetError, RunFolderError, DeckError, FileNotFoundError,
+                OutputLockedError) as err:
+            console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except RuntimeError as err:
-            console.print(f"[red]error:[/red] {err}")
+            console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         total = sum(timings.values())
-        console.print(f"done in {total:.0f} s; report: {Path(out).resolve() / 'report.html'}")
+        echo(f"done: {total:.0f} s of stages run now; report: "
+             f"{Path(out).resolve() / 'report.html'}")

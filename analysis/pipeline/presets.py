@@ -11,8 +11,11 @@ A preset is a TOML file with one table per stage::
     [correlate]    options of `glasscam correlate`
 
 Any value may instead be a table keyed by system (``temperatures = {kam = [0.45], abm = [1.2]}``)
-and is then resolved for the run's system. Unknown tables or keys are errors that name the file
-and the key: a typo must not silently fall back to a default.
+and is then resolved for the run's system. Unknown tables or keys are errors that name the file,
+the table and the key (``p.toml: [train] key 'epochz' is not an option of glasscam train
+(options: ...)``): a typo must not silently fall back to a default. Every error of this module
+names the preset file; values of command options are checked the way the command itself will
+parse them (:func:`check_cli_args`), before anything runs.
 """
 
 from __future__ import annotations
@@ -34,14 +37,29 @@ STAGE_TABLES = ("run", *DECK_TABLES, *CLI_TABLES)
 PIPELINE_OPTIONS = frozenset({"samples", "out", "model", "run"})
 
 
-def cli_options(command: str) -> frozenset[str]:
-    """Option names (python spelling) of a `glasscam` subcommand."""
+def _command(command: str) -> Any:
+    """The click command of a `glasscam` subcommand."""
     import typer.main
     from glasscam.analysis.cli import app
 
     group = typer.main.get_command(app)
-    cmd = group.commands[command]  # type: ignore[attr-defined]
-    return frozenset(p.name for p in cmd.params if p.name) - PIPELINE_OPTIONS
+    return group.commands[command]  # type: ignore[attr-defined]
+
+
+def cli_options(command: str) -> frozenset[str]:
+    """Option names (python spelling) of a `glasscam` subcommand."""
+    return frozenset(p.name for p in _command(command).params if p.name) - PIPELINE_OPTIONS
+
+
+def check_cli_args(command: str, args: list[str], where: str) -> None:
+    """Parse ``glasscam <command> <args>`` the way the command will (types, choices), without
+    running it: a bad value in a preset fails now, not hours later when its stage starts.
+    ``where`` names the origin in the error (``p.toml: [train]``)."""
+    try:
+        _command(command).make_context(command, list(args))
+    except Exception as err:  # click's UsageError / BadParameter (vendored by typer)
+        text = err.format_message() if hasattr(err, "format_message") else str(err)
+        raise PresetError(f"{where} {text} (as `glasscam {command}` parses it)") from None
 
 
 class PresetError(ValueError):
@@ -60,6 +78,19 @@ def preset_path(name: str, inputs: str | os.PathLike | None = None) -> Path:
         have = sorted(p.stem for p in folder.glob("*.toml"))
         raise PresetError(f"no preset {name!r}: {path} does not exist (presets: {have})")
     return path
+
+
+def _unknown_keys(path: Path, table: str, bad: list[str], allowed: frozenset[str]) -> str:
+    keys = ", ".join(repr(k) for k in bad)
+    one = len(bad) == 1
+    if table == "run":
+        what = "a setting of [run]" if one else "settings of [run]"
+        kind = "settings"
+    else:
+        what = f"{'an option' if one else 'options'} of glasscam {table}"
+        kind = "options"
+    return (f"{path}: [{table}] key{'' if one else 's'} {keys} {'is' if one else 'are'} not "
+            f"{what} ({kind}: {', '.join(sorted(allowed))})")
 
 
 def _resolve(value: Any, system: str) -> Any:
@@ -101,9 +132,7 @@ def load_preset(
         if allowed is not None:
             bad = sorted(set(values) - allowed)
             if bad:
-                raise PresetError(
-                    f"{path}: [{table}] has unknown key(s) {bad}; allowed: {sorted(allowed)}"
-                )
+                raise PresetError(_unknown_keys(path, table, bad, allowed))
         resolved = {}
         for key, value in values.items():
             try:
@@ -116,6 +145,13 @@ def load_preset(
     out["run"]["system"] = system
     out["run"].setdefault("np", 1)
     out["run"].setdefault("partitions", 1)
+    for key in ("np", "partitions", "seed"):
+        value = out["run"].get(key)
+        if key in out["run"] and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < (0 if key == "seed" else 1)):
+            raise PresetError(
+                f"{path}: [run] {key} = {value!r}; an integer >= {0 if key == 'seed' else 1}"
+            )
     out["run"]["preset"] = path.stem
     out["run"]["preset_file"] = str(path)
     return out

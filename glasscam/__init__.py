@@ -11,6 +11,15 @@ structures of glasses?" (Front. Phys. 2023), as one installable package:
 ``glasscam.inputs``    the LAMMPS decks and presets (package data; ``glasscam decks DIR``).
 
 Importing ``glasscam`` is cheap (it happens in every MPI rank of every LAMMPS partition).
+
+The Python API (imported on first use)::
+
+    import glasscam as gc
+    model = gc.load_model("runs/demo/model")          # one network or an ensemble
+    frame = gc.read_configuration("glass.data")       # LAMMPS data/dump, extended XYZ
+    r = model.explain(frame.positions, frame.species, frame.box, indicators=True)
+    r.p_glass, r.cam, r.gamma, r.gamma_cg, r.voronoi, r.ttop
+    stores = gc.open_run("runs/demo")                 # {"samples": xarray.DataTree, ...}
 """
 
 from __future__ import annotations
@@ -71,4 +80,23 @@ def version_string() -> str:
     return f"glasscam {__version__}" + (f" (commit {c})" if c else "")
 
 
-__all__ = ["__version__", "commit", "version_string"]
+_API = {
+    "load_model": "glasscam.analysis.apply.explain",
+    "TrainedModel": "glasscam.analysis.apply.explain",
+    "read_configuration": "glasscam.analysis.apply.read",
+    "read_configurations": "glasscam.analysis.apply.read",
+    "open_run": "glasscam.analysis.apply.datasets",
+    "open_store": "glasscam.analysis.apply.datasets",
+}
+
+
+def __getattr__(name: str):
+    """The Python API, imported on first use (``import glasscam`` itself stays cheap)."""
+    if name in _API:
+        import importlib
+
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'glasscam' has no attribute {name!r}")
+
+
+__all__ = ["__version__", "commit", "version_string", *_API]

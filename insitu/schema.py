@@ -161,7 +161,7 @@ SAMPLE_CLASS_ARRAYS: tuple[ArraySpec, ...] = (
     ArraySpec("positions", ("S", "N", "D"), "float32", float("nan"), _S),
     ArraySpec("types", ("S", "N"), "int8", -1, _S),
     ArraySpec("box", ("S", "D"), "float64", float("nan"), _S),
-    ArraySpec("image", ("S", "C", "M", "M"), "float32", 0.0, _S),
+    ArraySpec("image", ("S", "C", "Y", "X"), "float32", 0.0, _S),
     ArraySpec("potential_energy", ("S",), "float64", float("nan"), _S),
     ArraySpec("particle_energy", ("S", "N"), "float32", float("nan"), _S),
     ArraySpec("temperature", ("S",), "float64", float("nan"), _S),
@@ -500,6 +500,8 @@ def samples_sizes(params: Mapping[str, Any]) -> dict[str, int]:
             "D": 2,
             "C": int(params["channels"]),
             "M": int(params["grid"]),
+            "Y": int(params["grid"]),
+            "X": int(params["grid"]),
             "K": int(params["ncool"]),
         }
     except KeyError as err:
@@ -812,7 +814,7 @@ GRADCAM_SCHEMA = "glasscam.gradcam/3"
 GRADCAM_SCHEMA_V2 = "glasscam.gradcam/2"  # no checksums: read only
 GRADCAM_SCHEMA_V1 = "glasscam.gradcam/1"  # one network, no gamma_members: read only
 GRADCAM_CLASS_ARRAYS: tuple[ArraySpec, ...] = (
-    ArraySpec("cam", ("S", "M", "M"), "float32", float("nan"), _S),
+    ArraySpec("cam", ("S", "Y", "X"), "float32", float("nan"), _S),
     ArraySpec("gamma", ("S", "N"), "float32", float("nan"), _S),
     ArraySpec("gamma_members", ("S", "E", "N"), "float32", float("nan"), _S),
     ArraySpec("logits", ("S", "K"), "float32", float("nan"), _S),
@@ -827,6 +829,8 @@ def gradcam_sizes(params: Mapping[str, Any]) -> dict[str, int]:
             "S": int(params["nsamples"]),
             "N": int(params["natoms"]),
             "M": int(params["grid"]),
+            "Y": int(params["grid"]),
+            "X": int(params["grid"]),
             "K": len(CLASSES),
             "E": int(params.get("members", 1)),
         }
@@ -860,6 +864,86 @@ def open_gradcam_store(
     )
 
 
+# ============================================================================================
+# <name>.zarr of `glasscam apply` (glasscam.applied/1) -- a trained model applied to the frames
+# of one input file (glasscam.analysis.apply). F frames of N particles each:
+#
+#     positions     f4 [F, N, 2]  wrapped into [0, L), sorted by atom ID, as gridized
+#     types         i1 [F, N]     0 = A, 1 = B (after the type mapping)
+#     ids           i8 [F, N]     atom IDs of the file
+#     box           f8 [F, 2]     (Lx, Ly)
+#     step          i8 [F]        the frame's timestep (-1: none in the file)
+#     p_glass       f8 [F]        probability of the glass class (ensemble: members' mean)
+#     logits        f4 [F, 2]     CLASSES order (ensemble: log of the mean probability)
+#     cam           f4 [F, M, M]  Grad-CAM map of the glass class (M: the frame's grid)
+#     gamma         f4 [F, N]     Γ = G^-1(cam), bare; gamma_members f4 [F, E, N] per network
+#     gamma_cg      f4 [F, N]     Γ coarse-grained (exp kernel, ξ = parameters 'xi')
+#     voronoi, ttop f8 [F, N]     ϒ and Θ (NaN unless parameters 'indicators')
+#     checksum      i8 [F, A]     CRC-32 of every array above of the frame; done b1 [F] last
+#
+# Root attrs: schema, parameters (input file and its sha256, model folder and checkpoint
+# sha256s, frames, natoms, grid, xi, indicators, types: a resume must match), versions.
+# ============================================================================================
+
+APPLIED_SCHEMA = "glasscam.applied/1"
+_F = ("F",)
+APPLIED_ARRAYS: tuple[ArraySpec, ...] = (
+    ArraySpec("positions", ("F", "N", "D"), "float32", float("nan"), _F),
+    ArraySpec("types", ("F", "N"), "int8", -1, _F),
+    ArraySpec("ids", ("F", "N"), "int64", -1, _F),
+    ArraySpec("box", ("F", "D"), "float64", float("nan"), _F),
+    ArraySpec("step", ("F",), "int64", -1, _F),
+    ArraySpec("p_glass", ("F",), "float64", float("nan"), _F),
+    ArraySpec("logits", ("F", "K"), "float32", float("nan"), _F),
+    ArraySpec("cam", ("F", "Y", "X"), "float32", float("nan"), _F),
+    ArraySpec("gamma", ("F", "N"), "float32", float("nan"), _F),
+    ArraySpec("gamma_cg", ("F", "N"), "float32", float("nan"), _F),
+    ArraySpec("gamma_members", ("F", "E", "N"), "float32", float("nan"), _F),
+    ArraySpec("voronoi", ("F", "N"), "float64", float("nan"), _F),
+    ArraySpec("ttop", ("F", "N"), "float64", float("nan"), _F),
+    ArraySpec("done", ("F",), "bool", False, _F),
+)
+APPLIED_UNITS: tuple[Unit, ...] = (
+    Unit("done", "checksum", tuple(s.name for s in APPLIED_ARRAYS if s.name != "done")),
+)
+
+
+def applied_sizes(params: Mapping[str, Any]) -> dict[str, int]:
+    try:
+        return {"F": int(params["frames"]), "N": int(params["natoms"]), "D": 2,
+                "K": len(CLASSES), "M": int(params["grid"]), "Y": int(params["grid"]),
+                "X": int(params["grid"]), "E": int(params["members"])}
+    except KeyError as err:
+        raise SchemaError(f"applied parameters lack field {err.args[0]!r}") from None
+
+
+def create_applied_store(path: str | os.PathLike, params: Mapping[str, Any]):
+    """Create an empty store of `glasscam apply` (one process only); return its root."""
+    import zarr
+
+    sizes = applied_sizes(params)
+    root = zarr.open_group(os.fspath(path), mode="w-", zarr_format=3)
+    _create_arrays(root, APPLIED_ARRAYS, sizes)
+    _create_checksums(root, APPLIED_UNITS, sizes, {"done": _F})
+    root.attrs.update(
+        {"parameters": jsonable(params), "versions": versions(), "schema": APPLIED_SCHEMA})
+    return root
+
+
+def open_applied_store(path: str | os.PathLike, mode: str = "r",
+                       expect: Mapping[str, Any] | None = None):
+    """Open and validate a store of `glasscam apply`; with ``expect``, check its parameters."""
+    where = os.fspath(path)
+    root = _open_root(where, mode, APPLIED_SCHEMA)
+    params = dict(root.attrs["parameters"])
+    if expect is not None:
+        check_parameters(params, expect, where)
+    sizes = applied_sizes(params)
+    _check_arrays(root, APPLIED_ARRAYS, sizes, where)
+    _check_checksums(root, APPLIED_UNITS, sizes, {"done": _F}, where)
+    return root
+
+
 # --------------------------------------------------------------------------------------------
 # the units of every current schema (what verify and resume check)
 
@@ -875,6 +959,8 @@ def units_of(root) -> tuple[Unit, ...]:
         return _class_units(GRADCAM_CLASS_ARRAYS)
     if found == INDICATORS_SCHEMA:
         return _class_units(INDICATOR_CLASS_ARRAYS)
+    if found == APPLIED_SCHEMA:
+        return APPLIED_UNITS
     return ()
 
 
@@ -899,4 +985,5 @@ OPENERS.update({
     "glasscam.propensity": open_propensity_store,
     "glasscam.gradcam": open_gradcam_store,
     "glasscam.indicators": open_indicators_store,
+    "glasscam.applied": open_applied_store,
 })

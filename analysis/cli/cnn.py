@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from glasscam.insitu.lock import OutputLockedError
+from rich.markup import escape
 
 
 def _conv_channels(text: str) -> tuple[int, int, int]:
@@ -65,6 +66,12 @@ def register(app: typer.Typer) -> None:
         ] = "16,32,64",
         kernel_size: Annotated[int, typer.Option(help="Conv kernel size (odd).")] = 3,
         fc_width: Annotated[int, typer.Option(help="Width of the hidden FC layer.")] = 64,
+        head: Annotated[
+            str,
+            typer.Option(help="fc: the paper's dense head (fixes the image size); gap: global "
+                         "average pooling first, so the model scores any box size at the "
+                         "training pixel size (glasscam apply)."),
+        ] = "fc",
         seed: Annotated[int, typer.Option(help="Seed of weights, item order and dropout.")] = 0,
         device: DeviceOption = "auto",
         threads: ThreadsOption = None,
@@ -156,6 +163,7 @@ def register(app: typer.Typer) -> None:
                 kernel_size=kernel_size,
                 fc_width=fc_width,
                 dropout=dropout,
+                head=head,
             )
             with progress:
                 metrics = train_ensemble(
@@ -167,7 +175,7 @@ def register(app: typer.Typer) -> None:
                     RichReporter(),
                 )
         except (SchemaError, FileNotFoundError, ValueError, OutputLockedError) as err:
-            console.print(f"[red]error:[/red] {err}")
+            console.print("[red]error:[/red] " + escape(str(err)), soft_wrap=True)
             raise typer.Exit(2) from None
         test = metrics["test"]
         if "ensemble" in metrics:
@@ -229,7 +237,7 @@ def register(app: typer.Typer) -> None:
                     reporter=RichReporter(),
                 )
         except (SchemaError, FileNotFoundError, ValueError, OutputLockedError) as err:
-            console.print(f"[red]error:[/red] {err}")
+            console.print("[red]error:[/red] " + escape(str(err)), soft_wrap=True)
             raise typer.Exit(2) from None
         console.print(
             f"{summary['items']} images ({summary['already_done']} already done), "

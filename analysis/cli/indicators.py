@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from glasscam.insitu.lock import OutputLockedError
+from rich.markup import escape
 
 
 def parse_grid(text: str) -> list[float]:
@@ -67,7 +68,7 @@ def register(app: typer.Typer) -> None:
                 echo=console.print,
             )
         except (ValueError, FileNotFoundError, OutputLockedError) as err:
-            console.print(f"[red]error:[/red] {err}")
+            console.print("[red]error:[/red] " + escape(str(err)), soft_wrap=True)
             raise typer.Exit(2) from None
 
     @app.command("correlate")
@@ -134,7 +135,7 @@ def register(app: typer.Typer) -> None:
         try:
             written = run_correlate(run, opts, echo=console.print)
         except (ValueError, FileNotFoundError, OutputLockedError) as err:
-            console.print(f"[red]error:[/red] {err}")
+            console.print("[red]error:[/red] " + escape(str(err)), soft_wrap=True)
             raise typer.Exit(2) from None
         for path in written:
             console.print(f"wrote {path}")

@@ -245,11 +245,11 @@ def run_gradcam(
         reporter.advance(done - getattr(progress, "last", 0))
         progress.last = done  # type: ignore[attr-defined]
 
-    root = stage.open_or_create()
     selected = sum(
         len(select_samples(stage.source, cls, split, stage.samples)) for cls in CLASSES
     )
     summary = stage.run("serial", batch_size, progress=progress, echo=lambda _: None)
+    root = open_gradcam_store(out)
     wrong = []
     for cls in CLASSES:
         grp = root[cls]

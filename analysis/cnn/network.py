@@ -2,7 +2,12 @@
 
 Three convolutional layers, each followed by a rectified linear unit, with circular padding (the
 box is periodic) and no pooling; then a fully connected layer, a dropout layer and the output
-fully connected layer. The network returns the class scores y_C *before* softmax (logits), as
+fully connected layer. Option ``head="gap"`` (not the paper's) averages the last feature maps
+over the grid before the first dense layer, so the network takes any M: the CAM is then the
+class activation map of Zhou et al. (2016), and a model trained on one box size scores another
+at the same pixel size. With either head the dense layers are linear in A^m, so the Grad-CAM
+weights do not depend on the input and the map of a configuration translated by whole pixels
+is the translated map. The network returns the class scores y_C *before* softmax (logits), as
 Grad-CAM needs; softmax is applied only outside the model (:func:`probabilities`).
 
 Class order is :data:`glasscam.insitu.schema.CLASSES` = ("liquid", "glass"): logit 0 is liquid, 1
@@ -33,6 +38,8 @@ GLASS = CLASSES.index("glass")
 LIQUID = CLASSES.index("liquid")
 #: the module whose output is A^m, the feature maps Grad-CAM uses (last conv layer, after ReLU)
 GRADCAM_LAYER = "act3"
+#: the classifier heads (:attr:`CNNConfig.head`)
+HEADS = ("fc", "gap")
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,10 @@ class CNNConfig:
     kernel_size: int = 3
     fc_width: int = 64
     dropout: float = 0.5
+    # "fc": the paper's dense head on the flattened M x M maps (fixes the input size);
+    # "gap": global average pooling of the maps, then the same two dense layers: any M (a
+    # model trained at N = 500 scores N = 2000 at the same pixel size)
+    head: str = "fc"
     nclasses: int = len(CLASSES)
     # per-channel input standardisation x -> (x - mean_c) / std_c, fixed numbers (the train
     # split's statistics, set by `glasscam train --standardize`); None: raw images
@@ -73,6 +84,8 @@ class CNNConfig:
             raise ValueError(f"kernel_size must be odd (same-size output), got {self.kernel_size}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -166,7 +179,8 @@ class GlassCNN(nn.Module):
         self.act2 = nn.ReLU(inplace=True)
         self.conv3 = CircularConv2d(c2, c3, k)
         self.act3 = nn.ReLU()  # its output is A^m, the Grad-CAM feature maps
-        self.fc = nn.Linear(c3 * config.grid * config.grid, config.fc_width)
+        pooled = c3 if config.head == "gap" else c3 * config.grid * config.grid
+        self.fc = nn.Linear(pooled, config.fc_width)
         self.dropout = nn.Dropout(config.dropout)
         self.output = nn.Linear(config.fc_width, config.nclasses)
 
@@ -180,14 +194,23 @@ class GlassCNN(nn.Module):
 
     def head(self, a: torch.Tensor) -> torch.Tensor:
         """Class scores y_C (logits) from the feature maps."""
-        return self.output(self.dropout(self.fc(torch.flatten(a, 1))))
+        pooled = a.mean(dim=(2, 3)) if self.config.head == "gap" else torch.flatten(a, 1)
+        return self.output(self.dropout(self.fc(pooled)))
+
+    @property
+    def any_size(self) -> bool:
+        """Whether the network takes images of any M x M (the "gap" head)."""
+        return self.config.head == "gap"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits [B, nclasses] (no softmax) of images [B, C, M, M]."""
-        if x.shape[1:] != (self.config.channels, self.config.grid, self.config.grid):
+        """Logits [B, nclasses] (no softmax) of images [B, C, M, M] (any M with "gap")."""
+        c, m = self.config.channels, self.config.grid
+        ok = x.ndim == 4 and x.shape[1] == c and (
+            x.shape[2] == x.shape[3] >= 1 if self.any_size else x.shape[2:] == (m, m))
+        if not ok:
+            size = "M, M (any M)" if self.any_size else f"{m}, {m}"
             raise ValueError(
-                f"input of shape {tuple(x.shape)}: this network takes "
-                f"[B, {self.config.channels}, {self.config.grid}, {self.config.grid}] images"
+                f"input of shape {tuple(x.shape)}: this network takes [B, {c}, {size}] images"
             )
         return self.head(self.feature_maps(x))
 

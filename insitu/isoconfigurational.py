@@ -11,12 +11,14 @@ called as ``function(lmp, step, **kw)`` on every rank of a partition. The decks
     label replica_loop
       clear
       insitu glasscam.insitu.isoconfigurational:next_replica        # dynamic queue -> ${replica},
-                                                                    # ${configuration}, ${vseed}
+                                                                    # ${configuration}, ${vseed},
+                                                                    # ${resumed} (checkpoint)
       if "${replica} < 0" then "jump SELF replicas_done"
       (units, atom_style ...)
       insitu glasscam.insitu.isoconfigurational:load                # reference glass of the
                                                                     # configuration -> box + atoms
-      (potential, velocity create ${temp} ${vseed}, fix nvt, optional dump)
+                                                                    # (or read_restart)
+      (potential, velocity create ${temp} ${vseed} unless ${resumed}, fix md nvt, optional dump)
       insitu glasscam.insitu.isoconfigurational:run_replica         # log-spaced `run N upto`
                                                                     # segments + CRD
       jump SELF replica_loop
@@ -32,8 +34,9 @@ Replica ``s`` of configuration ``c`` always starts from a fresh LAMMPS state (``
 created from the reference with IDs 1..N) with velocities ``velocity all create T seed dist
 gaussian mom yes rot no loop geom``, seed = :func:`replica_seed` (base seed, the
 configuration's *sample index*, s), and a fresh Nosé–Hoover thermostat, so its trajectory is a
-function of (reference, T, seed, ranks per partition) only — not of which partition ran it, when,
-or which other configurations the command runs. This is what makes a resumed run equal to an
+function of (reference, T, seed, ranks per partition, ``checkpoint``) only — not of which
+partition ran it, when, whether it was killed and resumed from a checkpoint, or which other
+configurations the command runs. This is what makes a resumed run equal to an
 uninterrupted one, and the store of configurations [0, 2] agree with the store of [2] on sample 2.
 
 Work: the tasks (c, s) not yet done go into one dynamic queue (the file-claim
@@ -56,12 +59,53 @@ every replica of configuration c ends on the same output, ``stop[c]``:
 * ``reached[c]`` records whether the *ensemble* δ reached the target: delta[c, stop[c]] ≥ X.
 
 Without a target, ``stop[c]`` = K − 1 is written at creation. Accumulation: each partition
-root writes its replicas' rows ``crd[c, s, k, :]`` (its own chunks); once every replica of c is
+root writes its replicas' rows ``crd[c, s, k, :]`` (its own chunks), and when the replica ends
+the checksum of its rows as stored, then ``done[c, s]``; once every replica of c is
 done, the partition that completed it (elected by an ``O_EXCL`` claim file) re-reads the float32
 rows of c in replica order and writes ``propensity[c]``, ``reached[c]`` and ``delta[c]``
-(delta last; outputs beyond ``stop[c]`` stay NaN). The float64 sums in replica order are the
-offline ``propensity_from_crd`` of the same rows, bit for bit, whatever order replicas finished
-in. ``finish`` writes whatever a killed run left un-finalised (universe rank 0).
+(outputs beyond ``stop[c]`` stay NaN), their checksums, then ``finished[c]``. The float64 sums
+in replica order are the offline ``propensity_from_crd`` of the same rows, bit for bit,
+whatever order replicas finished in. ``finish`` writes whatever a killed run left un-finalised
+(universe rank 0).
+
+Integrity (:mod:`glasscam.insitu.integrity`, :mod:`glasscam.insitu.lock`): universe rank 0
+holds the store's lock from ``setup`` to ``finish`` (a second launch on the store is refused,
+naming this one); the store is created atomically; a resumed store is verified first and its
+damaged replicas (or configuration summaries) are redone.
+
+Checkpoints of long replicas (``-var checkpoint M``; default none = off): at the paper's scale
+a replica is ≈ 3·10⁸ steps, longer than a batch job. With ``checkpoint`` M, the segments
+between outputs are also split at the multiples of M, and at every multiple of M that the
+replica runs past (deterministic: the steps do not depend on wall time) the partition writes a
+LAMMPS restart file and, after it, a small JSON naming it (size, sha256, the replica (c, s),
+its seed, the step, the next output k, a fingerprint of the store parameters, the ranks per
+partition, the LAMMPS version and the thermostat state) into ``<out>.checkpoints/`` (files
+``c<c>_s<s>.<step>.restart`` and ``c<c>_s<s>.json``; each written to a temporary name,
+fsynced, then ``os.replace``'d; the previous restart file of the replica is removed after
+the JSON names the new one). The CRD rows up to output k − 1 are already in the store; the
+cage is rebuilt from the reference. Once ``done[c, s]`` is sealed the replica's checkpoint is
+deleted, and ``finish`` removes the folder. A replica taken from the queue on resume that
+has a checkpoint continues from it: ``load`` does ``read_restart`` instead of creating the
+atoms, the deck skips ``velocity create`` (``${resumed}`` = 1) and defines the same fix IDs,
+so that fix nvt's Nosé–Hoover state (``eta``, ``eta_dot``) comes back from the restart file
+(checked against the JSON before the first step). A checkpoint that does not belong to this
+store's parameters, replica or rank count, whose restart file's size or sha256 differs from
+its JSON, or whose CRD rows are missing from the store, is never used: it is deleted and the
+replica restarts from step 0, logged with the reason.
+
+Bit-identity: ``read_restart`` + a full setup (re-neighbouring, atom sort, forces and the
+thermostat's chain forces recomputed) does not continue a trajectory in the last bits as
+``run ... pre no`` does; so *every* segment that starts at a multiple of M is a
+``run N upto pre yes`` segment, in the run that is killed, in the run that resumes and in a
+run that never stops. A resumed replica then ends bit-identical (crd rows, propensity) to an
+uninterrupted one with the same M (one rank per partition keeps the atom order through
+``write_restart``/``read_restart``; tested on 1 rank, and on 2 ranks of one partition). The
+trajectory up to the first multiple of M equals the checkpoint-off one, after it differs in
+the last bits, growing chaotically; hence ``checkpoint`` is a store parameter and a resume
+with another value is refused. ``checkpoint_minutes`` T (not a store parameter) writes the
+restart file at a multiple of M only when at least T minutes of wall time passed since the
+replica's last one (or its start): the full-setup boundaries stay at every multiple of M, so
+the trajectory does not depend on it.
 
 Memory per rank: O(N) for the gather, the references of the C configurations (C·N·3 float64),
 the cages of the configurations this partition ran, K·N float64 while finalising one
@@ -70,22 +114,33 @@ configuration; nothing is buffered per output.
 
 from __future__ import annotations
 
+import contextlib
+import glob
+import hashlib
+import json
 import os
+import re
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from glasscam.insitu import cage, deck, parallel, systems
+from glasscam.insitu import cage, deck, integrity, parallel, systems
 from glasscam.insitu.deck import InputError
 from glasscam.insitu.geometry import wrap
+from glasscam.insitu.lock import OutputLock
 from glasscam.insitu.schema import (
     PROPENSITY_SCHEMA,
+    PROPENSITY_UNITS,
     SAMPLES_SCHEMA,
     SPLITS,
+    VOLATILE_PARAMETERS,
+    HalfCreatedStoreError,
     SchemaError,
     create_propensity_store,
+    jsonable,
     open_propensity_store,
     open_samples_store,
 )
@@ -98,7 +153,7 @@ KEYWORDS: dict[str, type] = {
     "model": str, "samples": str, "class": str, "sample": int, "configurations": str,
     "nreplicas": int, "temp": float, "nsteps": int, "noutputs": int, "first": int,
     "dt": float, "seed": int, "tdamp": float, "cage": str, "cage_factor": float, "out": str,
-    "dump": str, "delta_stop": float,
+    "dump": str, "delta_stop": float, "checkpoint": int, "checkpoint_minutes": float,
 }
 DEFAULTS: dict[str, object] = {
     "class": "glass", "noutputs": 32, "first": 1, "dt": 0.005, "seed": 1, "tdamp": 0.5,
@@ -206,11 +261,34 @@ def parse_parameters(kw: dict[str, str]) -> dict[str, Any]:
         ],
         WHERE,
     )
+    _parse_checkpoint(p)
     try:
         cage.log_steps(p["nsteps"], p["noutputs"], p["first"])
     except ValueError as err:
         raise InputError(f"{WHERE}: noutputs/first/nsteps: {err}") from None
     return p
+
+
+def _parse_checkpoint(p: dict[str, Any]) -> None:
+    """``checkpoint`` (steps; 0 or none = off, stored as None) and ``checkpoint_minutes``."""
+    every, minutes = p.get("checkpoint"), p.get("checkpoint_minutes")
+    deck.check(
+        [
+            (every is None or every >= 0,
+             f"variable 'checkpoint' must be >= 1 steps (0 or none: no checkpoints), got {every}"),
+            (minutes is None or minutes >= 0,
+             f"variable 'checkpoint_minutes' must be >= 0, got {minutes}"),
+            (minutes is None or bool(every),
+             "variable 'checkpoint_minutes' is set but 'checkpoint' is not: checkpoints are "
+             "written only at multiples of 'checkpoint' steps (pass -var checkpoint M)"),
+            (not every or not re.search(r"[*%\s\"']", p["out"]),
+             f"variable 'out' = {p['out']!r}: with 'checkpoint', the path must not contain "
+             "'*', '%', quotes or white space (LAMMPS write_restart gives them a meaning)"),
+        ],
+        WHERE,
+    )
+    p["checkpoint"] = int(every) if every else None
+    p["checkpoint_minutes"] = float(minutes or 0.0)
 
 
 def replica_seed(base: int, sample: int, replica: int) -> int:
@@ -309,7 +387,8 @@ def read_reference(p: dict[str, Any]) -> dict[str, np.ndarray]:
 
 
 def store_parameters(p: dict[str, Any], natoms: int) -> dict[str, Any]:
-    out = {k: v for k, v in p.items()}
+    # checkpoint_minutes changes when restart files are written, never the trajectory
+    out = {k: v for k, v in p.items() if k != "checkpoint_minutes"}
     out["natoms"] = int(natoms)
     out["cage_definition"] = cage_definition(p)
     return out
@@ -337,10 +416,23 @@ class _Run:
     ran: list[tuple[int, int]] = field(default_factory=list)
     finalized: list[int] = field(default_factory=list)
     t0: float = field(default_factory=time.perf_counter)  # end of setup on this rank
+    fingerprint: str = ""  # sha256 of the store parameters (checkpoints name it)
+    resume: Checkpoint | None = None  # the current replica's checkpoint, if it resumes from one
+    last_checkpoint: float = 0.0  # wall time of the replica's start or last restart file (root)
 
     @property
     def is_root(self) -> bool:
         return self.part.Get_rank() == 0
+
+    @property
+    def checkpoint(self) -> int | None:
+        """Steps between checkpoints (None: off)."""
+        return self.p.get("checkpoint")
+
+    @property
+    def checkpoints(self) -> str:
+        """The checkpoint folder beside the store."""
+        return checkpoint_folder(self.p["out"])
 
     @property
     def nreplicas(self) -> int:
@@ -353,6 +445,7 @@ class _Run:
 
 
 _RUN: _Run | None = None
+_LOCK: OutputLock | None = None  # the store's lock, held by universe rank 0 from setup to finish
 
 
 def _state() -> _Run:
@@ -376,10 +469,18 @@ def _init_store(p: dict[str, Any], ref: dict[str, np.ndarray], steps: np.ndarray
     out = p["out"]
     natoms = ref["positions"].shape[1]
     params = store_parameters(p, natoms)
-    if os.path.exists(out):
+    reference = {
+        "positions": ref["positions"].astype(np.float32),
+        "types": ref["types"].astype(np.int8),
+        "box": ref["box"],
+    }
+
+    def reopen(path: str):
         try:
-            store = open_propensity_store(out, mode="r+", expect=params,
+            store = open_propensity_store(path, mode="r+", expect=params,
                                           schemas=(PROPENSITY_SCHEMA,))
+        except HalfCreatedStoreError:
+            raise
         except SchemaError as err:
             raise PropensityInputError(
                 f"{out}: exists and cannot be resumed (variable 'out'): {err}"
@@ -387,14 +488,21 @@ def _init_store(p: dict[str, Any], ref: dict[str, np.ndarray], steps: np.ndarray
         if not np.array_equal(np.asarray(store["steps"][:]), steps):
             raise PropensityInputError(f"{out}: 'steps' differ from this run's output steps")
         return store
-    reference = {
-        "positions": ref["positions"].astype(np.float32),
-        "types": ref["types"].astype(np.int8),
-        "box": ref["box"],
-    }
-    store = create_propensity_store(out, params, reference, steps, p["dt"])
+
+    def build(path: str) -> None:
+        store = create_propensity_store(path, params, reference, steps, p["dt"])
+        _describe(store, p, seeds, requested, len(steps))
+
+    store, created = integrity.open_or_create(out, build, reopen, "propensity store", _log)
+    if not created:
+        integrity.check_and_repair(store, out, _log)
+    return store
+
+
+def _describe(store, p: dict[str, Any], seeds: np.ndarray, requested: str, nout: int) -> None:
+    """The fixed stop of a run without a δ target, and the descriptive root attributes."""
     if p["delta_stop"] is None:
-        store["stop"][:] = np.full(len(p["configurations"]), len(steps) - 1, dtype=np.int64)
+        store["stop"][:] = np.full(len(p["configurations"]), nout - 1, dtype=np.int64)
     store.attrs.update(
         {
             "source": p["samples"],
@@ -412,7 +520,6 @@ def _init_store(p: dict[str, Any], ref: dict[str, np.ndarray], steps: np.ndarray
             "thermostat": f"nvt (Nose-Hoover), Tdamp = {p['tdamp']:g}",
         }
     )
-    return store
 
 
 def _task_order(done: np.ndarray) -> list[int]:
@@ -433,7 +540,12 @@ def setup(lmp, step: int, **kw: str) -> None:
     root_state: dict[str, Any] = {}
 
     def prepare() -> dict[str, Any]:
+        global _LOCK
         p = parse_parameters(kw)
+        if _LOCK is not None:  # left by an earlier run in this process that stopped early
+            _LOCK.release()
+        # one launch per store: a second is refused at once, naming this one
+        _LOCK = OutputLock(p["out"], what="propensity store").acquire()
         sel = p["configurations"]
         requested = str(kw.get("configurations" if sel.variable == "configurations" else "sample"))
         samples, ref = read_references(p)
@@ -451,8 +563,24 @@ def setup(lmp, step: int, **kw: str) -> None:
                 f"resuming {p['out']}: {int(done.sum())} of {done.size} replica(s) done, "
                 f"{len(todo)} to run"
             )
+        folder = checkpoint_folder(p["out"])
+        if p["checkpoint"]:
+            if os.path.exists(folder) and not os.path.isdir(folder):
+                raise PropensityInputError(
+                    f"{folder}: exists and is not a folder; it is where the checkpoints of "
+                    f"{p['out']} go (variable 'checkpoint'): move it away")
+            os.makedirs(folder, exist_ok=True)
+            _tidy_checkpoints(folder, done)
+            minutes = p["checkpoint_minutes"]
+            _log(f"checkpoints every {p['checkpoint']} steps"
+                 f"{f' (written at most every {minutes:g} min)' if minutes else ''} in {folder}")
+        elif os.path.isdir(folder):
+            _log(f"{folder}: ignored: this store's 'checkpoint' is none, so its replicas "
+                 "never resume from a checkpoint")
+        fingerprint = checkpoint_fingerprint(store_parameters(p, ref["positions"].shape[1]))
         return {"p": p, "ref": ref, "steps": steps, "seeds": seeds, "todo": todo,
-                "samples": np.asarray(samples, dtype=np.int64), "stop": stop}
+                "samples": np.asarray(samples, dtype=np.int64), "stop": stop,
+                "fingerprint": fingerprint}
 
     # universe rank 0 validates everything before any MD step; an error stops every rank
     payload = parallel.on_root(universe, prepare)
@@ -470,6 +598,7 @@ def setup(lmp, step: int, **kw: str) -> None:
         steps=payload["steps"],
         seeds=payload["seeds"],
         stop=payload["stop"].copy(),
+        fingerprint=payload["fingerprint"],
     )
     if run.is_root:
         run.store = root_state.get("store") or open_propensity_store(
@@ -480,27 +609,35 @@ def setup(lmp, step: int, **kw: str) -> None:
 
 def next_replica(lmp, step: int, **kw: str) -> None:
     """Take the next task from the dynamic queue; sets the deck variables replica (-1: none
-    left), configuration (its sample index) and vseed."""
+    left), configuration (its sample index), vseed, and resumed (1: the replica continues
+    from its checkpoint, ``load`` reads its restart file and the deck skips ``velocity``)."""
     run = _state()
     item = run.queue.next(run.part)
+    run.resume = None
     if item is None:
         run.task = (-1, -1)
-        values = {"replica": -1, "configuration": -1, "vseed": 0}
+        values = {"replica": -1, "configuration": -1, "vseed": 0, "resumed": 0}
     else:
         c, s = divmod(int(item), run.nreplicas)
         run.task = (c, s)
+        if run.checkpoint:
+            run.resume = parallel.on_root(run.part, lambda: _load_checkpoint(lmp, run, c, s))
         values = {"replica": s, "configuration": int(run.samples[c]),
-                  "vseed": int(run.seeds[c, s])}
+                  "vseed": int(run.seeds[c, s]), "resumed": int(run.resume is not None)}
     for name, value in values.items():
         deck.set_variable(lmp, name, value)
 
 
 def load(lmp, step: int, **kw: str) -> None:
-    """Create the box and the atoms of the current configuration (IDs 1..N, image 0)."""
+    """Create the box and the atoms of the current configuration (IDs 1..N, image 0), or,
+    when the replica resumes, read them (and the thermostat's state) from its checkpoint."""
     run = _state()
     c = run.task[0]
     if c < 0:
         raise RuntimeError("glasscam.insitu.isoconfigurational:load: no current replica")
+    if run.resume is not None:
+        _read_checkpoint(lmp, run, run.resume)
+        return
     pos, types = run.references["positions"][c], run.references["types"][c]
     lx, ly = (float(v) for v in run.references["box"][c])
     n = pos.shape[0]
@@ -514,6 +651,22 @@ def load(lmp, step: int, **kw: str) -> None:
         raise RuntimeError(
             f"glasscam.insitu.isoconfigurational:load: created {natoms} atoms of {n} "
             f"(returned {created})"
+        )
+
+
+def _read_checkpoint(lmp, run: _Run, ck: Checkpoint) -> None:
+    """``read_restart`` of the current replica's checkpoint; the atoms and box are checked."""
+    c, s = run.task
+    lmp.command(f'read_restart "{ck.path}"')
+    n = int(run.references["positions"].shape[1])
+    natoms, now = int(lmp.get_natoms()), int(lmp.extract_global("ntimestep"))
+    boxlo, boxhi = lmp.extract_box()[:2]
+    box = np.array(boxhi[:2], dtype=np.float64) - np.array(boxlo[:2], dtype=np.float64)
+    if natoms != n or now != ck.step or not np.array_equal(box, run.references["box"][c]):
+        raise RuntimeError(
+            f"configuration {c} replica {s}: the checkpoint {ck.path} holds {natoms} atoms at "
+            f"step {now} in a box {box.tolist()}, expected {n} atoms at step {ck.step} in "
+            f"{run.references['box'][c].tolist()}"
         )
 
 
@@ -569,6 +722,338 @@ def _continue_after(run: _Run, c: int, s: int, k: int, row: np.ndarray) -> bool:
         wait = min(wait * 1.5, 0.5)
 
 
+# ------------------------------------------------------------------------------------------
+# checkpoints of a running replica (see the module docstring)
+
+CHECKPOINT_FORMAT = "glasscam.propensity-checkpoint/1"
+THERMOSTAT_FIX = "md"  # the deck's fix nvt: its Nosé–Hoover state travels in the restart file
+THERMOSTAT_VALUES = 6  # f_md[1..6] = eta[0..2], eta_dot[0..2] (tchain 3, the default)
+# tests only: SIGKILL this process right after the checkpoint at step STEP (value "STEP": of
+# any replica; "c<c>_s<s>.STEP": of that replica) is complete
+KILL_AT_CHECKPOINT = "GLASSCAM_TEST_KILL_AT_CHECKPOINT"
+_NAME = re.compile(r"c(\d+)_s(\d+)(?:\.(\d+)\.restart|\.json)(\.tmp)?$")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A verified restart point of replica (c, s), known to every rank of the partition."""
+
+    path: str  # the restart file
+    step: int  # its MD step, a multiple of `checkpoint`
+    output: int  # the next output index k (rows 0..k-1 are in the store)
+    thermostat: tuple[float, ...]  # eta, eta_dot of the thermostat fix at `step`
+    fixes: tuple[str, ...]  # fix IDs defined when it was written
+
+
+def checkpoint_folder(out: str | os.PathLike) -> str:
+    """``<out>.checkpoints``: the checkpoint folder of the propensity store ``out``."""
+    return f"{os.path.abspath(os.fspath(out))}.checkpoints"
+
+
+def checkpoint_fingerprint(params: dict[str, Any]) -> str:
+    """sha256 of the store parameters (without the volatile ones such as ``out``)."""
+    doc = {k: v for k, v in jsonable(params).items() if k not in VOLATILE_PARAMETERS}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def _multiples(after: int, before: int, every: int | None) -> range:
+    """The multiples of ``every`` strictly between ``after`` and ``before``."""
+    if not every:
+        return range(0)
+    return range((after // every + 1) * every, before, every)
+
+
+def _stem(c: int, s: int) -> str:
+    return f"c{c}_s{s}"
+
+
+def _json_path(folder: str, c: int, s: int) -> str:
+    return os.path.join(folder, f"{_stem(c, s)}.json")
+
+
+def _sha256(path: str) -> tuple[int, str]:
+    """(size, sha256) of a file, read in 1 MiB blocks."""
+    h, size = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+            size += len(block)
+    return size, h.hexdigest()
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _digest(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array, dtype=np.float64).tobytes()).hexdigest()
+
+
+def _thermostat_state(lmp) -> tuple[float, ...]:
+    """eta and eta_dot of the deck's thermostat fix (what its restart record holds); () when
+    the deck has no fix of that ID. Same on every rank."""
+    import lammps
+
+    if not lmp.has_id("fix", THERMOSTAT_FIX):
+        return ()
+    out = []
+    for i in range(THERMOSTAT_VALUES):
+        value = lmp.extract_fix(THERMOSTAT_FIX, lammps.LMP_STYLE_GLOBAL, lammps.LMP_TYPE_VECTOR,
+                                nrow=i)
+        if value is None:
+            break
+        out.append(float(value))
+    return tuple(out)
+
+
+def _remove_checkpoint(folder: str, c: int, s: int) -> int:
+    """Delete the checkpoint of (c, s): its JSON first, then its restart files. Returns the
+    number of files removed."""
+    removed = 0
+    stem = _stem(c, s)
+    for path in [_json_path(folder, c, s), *glob.glob(os.path.join(folder, f"{stem}.*"))]:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+            removed += 1
+    return removed
+
+
+def _tidy_checkpoints(folder: str, done: np.ndarray) -> None:
+    """Before any replica runs (universe rank 0): remove temporary files, the checkpoints of
+    replicas that are done or not in this store, and restart files no JSON names."""
+    if not os.path.isdir(folder):
+        return
+    nconf, ns = done.shape
+    named: set[str] = set()
+    removed = 0
+    for name in sorted(os.listdir(folder)):
+        match = _NAME.match(name)
+        if match is None:
+            continue  # not ours: left alone
+        c, s = int(match.group(1)), int(match.group(2))
+        stale = bool(match.group(4)) or not (c < nconf and s < ns) or bool(done[c, s])
+        if stale:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(folder, name))
+                removed += 1
+        elif name.endswith(".json"):
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                with open(os.path.join(folder, name)) as f:
+                    named.add(str(json.load(f).get("restart")))
+    for name in sorted(os.listdir(folder)):
+        match = _NAME.match(name)
+        if match and match.group(3) is not None and name not in named:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(folder, name))
+                removed += 1
+    if removed:
+        _log(f"{folder}: removed {removed} file(s) of finished replicas or of checkpoints "
+             "that a killed run left incomplete")
+
+
+def _remove_checkpoint_folder(folder: str, done: np.ndarray) -> None:
+    """Every replica is done: whatever checkpoint is left is stale; remove it and the folder
+    (a folder holding other files is left, logged)."""
+    if not os.path.isdir(folder):
+        return
+    _tidy_checkpoints(folder, done)
+    try:
+        os.rmdir(folder)
+    except OSError:
+        _log(f"{folder}: not removed: it holds files that are not checkpoints "
+             f"({sorted(os.listdir(folder))[:5]})")
+
+
+def _due(run: _Run) -> bool:
+    """Whether the restart file is written at this multiple of `checkpoint` (the partition
+    root's wall clock decides). Collective over the partition."""
+    minutes = float(run.p.get("checkpoint_minutes") or 0.0)
+    if minutes <= 0:
+        return True
+    due = None
+    if run.is_root:
+        due = time.perf_counter() - run.last_checkpoint >= 60.0 * minutes
+    return bool(run.part.bcast(due, root=0))
+
+
+def _write_checkpoint(lmp, run: _Run, step: int, output: int, ref0: np.ndarray | None) -> None:
+    """The restart file of the current replica at ``step`` (collective ``write_restart`` to a
+    temporary name), then on the partition root: fsync, rename, its JSON (temporary name,
+    fsync, rename), then the replica's previous restart file is removed."""
+    c, s = run.task
+    folder = run.checkpoints
+    stem = _stem(c, s)
+    restart = f"{stem}.{step}.restart"
+    tmp = os.path.join(folder, f"{restart}.tmp")
+    # LAMMPS writes the file on partition rank 0, which makes the folder if it went away
+    parallel.on_root(run.part, lambda: os.makedirs(folder, exist_ok=True))
+    lmp.command(f'write_restart "{tmp}"')
+    thermostat = _thermostat_state(lmp)
+    fixes = sorted(str(i) for i in lmp.available_ids("fix"))
+    version = int(lmp.version())
+
+    def publish() -> None:
+        _fsync(tmp)
+        size, sha = _sha256(tmp)
+        os.replace(tmp, os.path.join(folder, restart))
+        doc = {
+            "format": CHECKPOINT_FORMAT,
+            "store": run.p["out"],
+            "fingerprint": run.fingerprint,
+            "configuration": c,
+            "sample": int(run.samples[c]),
+            "replica": s,
+            "seed": int(run.seeds[c, s]),
+            "step": int(step),
+            "next_output": int(output),
+            "checkpoint": run.checkpoint,
+            "ranks": int(run.part.Get_size()),
+            "lammps_version": version,
+            "reference_sha256": _digest(ref0) if ref0 is not None else "",
+            "thermostat_fix": THERMOSTAT_FIX,
+            "thermostat": list(thermostat),
+            "fixes": fixes,
+            "restart": restart,
+            "size": size,
+            "sha256": sha,
+            "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        final = _json_path(folder, c, s)
+        with open(f"{final}.tmp", "w") as f:
+            json.dump(doc, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(f"{final}.tmp", final)
+        with contextlib.suppress(OSError):
+            _fsync(folder)
+        for old in glob.glob(os.path.join(folder, f"{stem}.*.restart")):
+            if os.path.basename(old) != restart:
+                os.remove(old)
+
+    parallel.on_root(run.part, publish)
+    if run.is_root:
+        run.last_checkpoint = time.perf_counter()
+    kill_at = os.environ.get(KILL_AT_CHECKPOINT)
+    if kill_at in (str(step), f"{stem}.{step}") and run.is_root:
+        sys.stdout.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _load_checkpoint(lmp, run: _Run, c: int, s: int) -> Checkpoint | None:
+    """The checkpoint of replica (c, s) if it exists and is this replica's, whole and usable
+    (partition root); otherwise None, and a checkpoint found unusable is deleted, logged."""
+    folder = run.checkpoints
+    path = _json_path(folder, c, s)
+    if not os.path.exists(path):
+        return None
+    problem, doc = None, {}
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+        if not isinstance(doc, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as err:
+        problem = f"unreadable ({type(err).__name__}: {err})"
+    restart = os.path.join(folder, os.path.basename(str(doc.get("restart", ""))))
+    step, output = doc.get("step"), doc.get("next_output")
+    expected = {
+        "format": CHECKPOINT_FORMAT,
+        "fingerprint": run.fingerprint,
+        "configuration": c,
+        "sample": int(run.samples[c]),
+        "replica": s,
+        "seed": int(run.seeds[c, s]),
+        "checkpoint": run.checkpoint,
+        "ranks": int(run.part.Get_size()),
+        "lammps_version": int(lmp.version()),
+    }
+    why = {
+        "fingerprint": "it was written for another parameter set (store parameters differ)",
+        "ranks": "it was written with another number of ranks per partition (the atom order, "
+                 "hence the trajectory's last bits, depend on it)",
+        "lammps_version": "it was written by another LAMMPS version",
+    }
+    for key, value in expected.items():
+        if problem is None and doc.get(key) != value:
+            problem = (f"{why.get(key, 'it is not this replica')}: field '{key}' is "
+                       f"{doc.get(key)!r}, this run has {value!r}")
+    steps = run.steps
+    if problem is None:
+        ok = (isinstance(step, int) and isinstance(output, int) and 1 <= output < len(steps)
+              and step > 0 and step % int(run.checkpoint or 1) == 0
+              and int(steps[output - 1]) <= step < int(steps[output]))
+        if not ok:
+            problem = (f"step {step} / next output {output} do not fit this store's output "
+                       f"steps and checkpoint {run.checkpoint}")
+    if problem is None and not os.path.isfile(restart):
+        problem = f"its restart file {restart} is missing"
+    if problem is None:
+        size, sha = _sha256(restart)
+        if size != doc.get("size"):
+            problem = (f"its restart file {restart} has {size} bytes, the JSON recorded "
+                       f"{doc.get('size')} (truncated or overwritten)")
+        elif sha != doc.get("sha256"):
+            problem = f"its restart file {restart} differs from the sha256 the JSON recorded"
+    if problem is None and doc.get("reference_sha256") != _digest(
+            run.references["positions"][c]):
+        problem = "its t = 0 positions differ from this configuration's reference"
+    if problem is None:
+        problem = _rows_problem(run, c, s, int(output), int(step))
+    if problem is not None:
+        _remove_checkpoint(folder, c, s)
+        _log(f"configuration {c} replica {s}: discarding its checkpoint {path}: {problem}; "
+             "the replica restarts from step 0")
+        return None
+    _log(f"configuration {c} replica {s}: resuming from its checkpoint at step {step} "
+         f"(next output {output}): {restart}")
+    return Checkpoint(path=restart, step=int(step), output=int(output),
+                      thermostat=tuple(float(x) for x in doc.get("thermostat", ())),
+                      fixes=tuple(str(x) for x in doc.get("fixes", ())))
+
+
+def _rows_problem(run: _Run, c: int, s: int, output: int, step: int) -> str | None:
+    """Why the store cannot continue replica (c, s) at ``output`` (None: it can): its CRD rows
+    0..output-1 must be there, and ``output`` not past a known stop[c]."""
+    try:
+        rows = np.asarray(run.arrays["crd"][c, s, :output])
+    except Exception as err:  # noqa: BLE001 - a damaged chunk: the rows must be redone
+        return f"its CRD rows in the store are unreadable ({type(err).__name__}: {err})"
+    if not np.isfinite(rows).all():
+        missing = np.flatnonzero(~np.isfinite(rows).all(axis=1)).tolist()
+        return f"the store lacks its CRD rows {missing[:10]} (outputs before step {step})"
+    stop = _known_stop(run, c)
+    if stop >= 0 and output > stop:
+        return f"it is past this configuration's stop output {stop}"
+    return None
+
+
+def _check_resumed(lmp, run: _Run, ck: Checkpoint) -> None:
+    """After read_restart and the deck's fixes, before the first step: the state is the
+    checkpoint's (step, fix IDs, the thermostat's restored eta and eta_dot). Every rank."""
+    c, s = run.task
+    where = f"configuration {c} replica {s}, checkpoint {ck.path}"
+    now = int(lmp.extract_global("ntimestep"))
+    if now != ck.step:
+        raise RuntimeError(f"{where}: LAMMPS is at step {now}, the checkpoint at {ck.step}")
+    fixes = tuple(sorted(str(i) for i in lmp.available_ids("fix")))
+    if fixes != ck.fixes:
+        raise RuntimeError(
+            f"{where}: the deck defines fixes {list(fixes)}, the checkpoint was written with "
+            f"{list(ck.fixes)}: a fix's state is restored from a restart file only for the "
+            f"same fix ID; use the deck that wrote it, or delete {run.checkpoints} to restart "
+            "the replicas from step 0")
+    state = _thermostat_state(lmp)
+    if state != ck.thermostat:
+        raise RuntimeError(
+            f"{where}: fix {THERMOSTAT_FIX}'s Nose-Hoover state {list(state)} was not restored "
+            f"from the restart file (the checkpoint recorded {list(ck.thermostat)}); the deck "
+            f"must define 'fix {THERMOSTAT_FIX} all nvt ...' after read_restart")
+
+
 def run_replica(lmp, step: int, **kw: str) -> None:
     """Run the current replica through the output steps (to stop[c]), writing crd[c, s, k]."""
     deck.parse_keywords(kw, {}, "glasscam.insitu.isoconfigurational:run_replica")
@@ -577,21 +1062,55 @@ def run_replica(lmp, step: int, **kw: str) -> None:
     if s < 0:
         raise RuntimeError("glasscam.insitu.isoconfigurational:run_replica: no current replica")
     t0 = time.perf_counter()
-    frame0 = deck.gather(lmp, run.part, unwrapped=True)
+    resume, every = run.resume, run.checkpoint
     ref0 = members = None
+    if resume is None:
+        first, now = 0, 0
+        frame0 = deck.gather(lmp, run.part, unwrapped=True)
+        if run.is_root:
+            ref0 = frame0.positions
+            # t = 0 positions as held by LAMMPS must be the reference the cage was built from
+            reference = run.references["positions"][c]
+            dr0 = np.abs(ref0 - reference).max()
+            if dr0 > 1e-9 * float(run.references["box"][c].max()):
+                raise RuntimeError(
+                    f"configuration {c} replica {s}: t=0 positions differ from the reference "
+                    f"by {dr0}"
+                )
+    else:
+        _check_resumed(lmp, run, resume)
+        first, now = resume.output, resume.step
+        if run.is_root:
+            ref0 = run.references["positions"][c]  # its digest is the checkpoint's
     if run.is_root:
-        ref0 = frame0.positions
-        # t = 0 positions as held by LAMMPS must be the reference the cage was built from
-        reference = run.references["positions"][c]
-        dr0 = np.abs(ref0 - reference).max()
-        if dr0 > 1e-9 * float(run.references["box"][c].max()):
-            raise RuntimeError(
-                f"configuration {c} replica {s}: t=0 positions differ from the reference by {dr0}"
-            )
         members = run.cage_of(c)
-    crd_time, k = 0.0, -1
-    for k, target in enumerate(run.steps):
-        lmp.command(f"run {int(target)} upto pre {'yes' if k == 0 else 'no'} post no")
+        run.last_checkpoint = time.perf_counter()
+    # A segment starting at a multiple of `checkpoint` (or the replica's first in this
+    # process) sets up fully; the others only recompute forces (see the module docstring).
+    pre = True
+    written, ck_time = 0, 0.0
+
+    def advance(target: int) -> None:
+        nonlocal now, pre
+        lmp.command(f"run {target} upto pre {'yes' if pre else 'no'} post no")
+        now, pre = target, False
+
+    def checkpoint_at(output: int) -> None:
+        nonlocal pre, written, ck_time
+        pre = True  # a full-setup boundary whether or not the restart file is written now
+        if _due(run):
+            t = time.perf_counter()
+            _write_checkpoint(lmp, run, now, output, ref0)
+            written += 1
+            ck_time += time.perf_counter() - t
+
+    crd_time, k = 0.0, first - 1
+    for k in range(first, len(run.steps)):
+        target = int(run.steps[k])
+        for boundary in _multiples(now, target, every):
+            advance(boundary)
+            checkpoint_at(k)
+        advance(target)
         t1 = time.perf_counter()
         frame = deck.gather(lmp, run.part, unwrapped=True)
         go_on = None
@@ -602,14 +1121,26 @@ def run_replica(lmp, step: int, **kw: str) -> None:
             go_on = _continue_after(run, c, s, k, row)
         if not run.part.bcast(go_on, root=0):
             break
+        if every and target % every == 0:
+            checkpoint_at(k + 1)
+    run.resume = None
     if run.is_root:
-        run.arrays["done"][c, s] = True
+        # checksum of the rows as stored, then done; then the checkpoint is not needed
+        integrity.seal_unit(run.store, PROPENSITY_UNITS[0], (c, s))
+        if every:
+            _remove_checkpoint(run.checkpoints, c, s)
         wall = time.perf_counter() - t0
         run.ran.append((c, s))
+        extra = ""
+        if resume is not None:
+            extra += (f" ({int(run.steps[k]) - resume.step} run now, resumed from the "
+                      f"checkpoint at step {resume.step})")
+        if every:
+            extra += f", {written} checkpoint(s) written in {ck_time:.3f} s"
         _log(
             f"configuration {c} (sample {run.samples[c]}) replica {s} (seed {run.seeds[c, s]}) "
             f"done: {int(run.steps[k])} steps in {wall:.3f} s, CRD+write {crd_time:.3f} s over "
-            f"{k + 1} outputs"
+            f"{k + 1 - first} outputs{extra}"
         )
         _maybe_finalize(run, c)
 
@@ -635,9 +1166,7 @@ def _finalize(run: _Run, c: int) -> None:
     """Write propensity[c], reached[c], then delta[c] (this process owns those chunks)."""
     store = run.store
     k_all, n = len(run.steps), run.references["positions"].shape[1]
-    stop = int(store["stop"][c])
-    if stop < 0:
-        raise RuntimeError(f"{run.p['out']}: configuration {c} is done but 'stop'[{c}] is unknown")
+    stop = _final_stop(run, c)
     prop, delta = configuration_propensity(run.arrays["crd"], c, run.nreplicas, stop)
     full_p = np.full((k_all, n), np.nan, dtype=np.float32)
     full_p[: stop + 1] = prop
@@ -648,11 +1177,32 @@ def _finalize(run: _Run, c: int) -> None:
     store["propensity"][c] = full_p
     store["reached"][c] = reached
     store["delta"][c] = full_d
+    integrity.seal_unit(store, PROPENSITY_UNITS[1], (c,))  # checksums, then finished[c]
     run.finalized.append(c)
     extra = "" if target is None else (
         f"; target delta {target:g} {'reached' if reached else 'NOT reached'} by the ensemble")
     _log(f"configuration {c} (sample {run.samples[c]}): propensity of {run.nreplicas} replicas "
          f"to output {stop} (step {int(run.steps[stop])}), delta = {delta[stop]:.4g}{extra}")
+
+
+def _final_stop(run: _Run, c: int) -> int:
+    """stop[c] of a configuration whose replicas are all done: as stored, or (when that entry
+    was lost and cleared by a repair) the pilot's last written output, which is stop[c] by the
+    stop rule; it is then written again."""
+    try:
+        stop = int(run.store["stop"][c])
+    except Exception:  # noqa: BLE001 - a damaged chunk: recover it below
+        stop = -1
+    if stop < 0:
+        pilot = np.asarray(run.arrays["crd"][c, 0, :, 0])
+        written = np.flatnonzero(np.isfinite(pilot))
+        if not written.size:
+            raise RuntimeError(
+                f"{run.p['out']}: configuration {c} is done but neither 'stop'[{c}] nor its "
+                "pilot's rows are readable")
+        stop = int(written[-1])
+        _write_stop(run, c, stop)
+    return stop
 
 
 def _maybe_finalize(run: _Run, c: int) -> None:
@@ -678,11 +1228,11 @@ def finish(lmp, step: int, **kw: str) -> None:
 
     def leftovers() -> None:
         done = np.asarray(run.store["done"][:], dtype=bool)
-        delta0 = np.asarray(run.store["delta"][:, 0])
-        for c in np.flatnonzero(done.all(axis=1) & ~np.isfinite(delta0)):
+        finished = np.asarray(run.store["finished"][:], dtype=bool)
+        for c in np.flatnonzero(done.all(axis=1) & ~finished):
             _finalize(run, int(c))
-        delta0 = np.asarray(run.store["delta"][:, 0])
-        missing = np.flatnonzero(~(done.all(axis=1) & np.isfinite(delta0)))
+        finished = np.asarray(run.store["finished"][:], dtype=bool)
+        missing = np.flatnonzero(~(done.all(axis=1) & finished))
         if missing.size:
             raise RuntimeError(
                 f"{run.p['out']}: configuration(s) {missing.tolist()[:20]} incomplete: "
@@ -696,6 +1246,8 @@ def finish(lmp, step: int, **kw: str) -> None:
             text += (f"; stop outputs {stop.tolist()}, target delta {run.p['delta_stop']:g} "
                      f"reached by {int(reached.sum())} of {len(reached)}")
         _log(text)
+        if run.checkpoint:
+            _remove_checkpoint_folder(run.checkpoints, done)
 
     parallel.on_root(run.universe, leftovers)
     ran = run.universe.allreduce(len(run.ran), op=MPI.SUM)
@@ -703,13 +1255,19 @@ def finish(lmp, step: int, **kw: str) -> None:
     if run.universe.Get_rank() == 0:
         _log(f"{ran} replica(s) run now, in {wall:.1f} s wall")
     run.queue.free()
+    if run.universe.Get_rank() == 0 and _LOCK is not None:
+        _LOCK.release()
     sys.stdout.flush()
 
 
 __all__ = [
+    "KILL_AT_CHECKPOINT",
     "PROPENSITY_SCHEMA",
+    "Checkpoint",
     "PropensityInputError",
     "Selection",
+    "checkpoint_fingerprint",
+    "checkpoint_folder",
     "configuration_propensity",
     "finish",
     "load",

@@ -112,7 +112,7 @@ class Fake:
         self.ran: list[str] = []
         self.fail: str | None = None
 
-    def __call__(self, argv, env, cwd, tick) -> int:
+    def __call__(self, argv, env, cwd, tick, log=None) -> int:
         stage = _stage_of(argv)
         if not self.ran or self.ran[-1] != stage:
             self.ran.append(stage)

@@ -53,9 +53,20 @@ _register_commands()
 
 
 def main() -> None:
-    """Entry point of the ``glasscam`` console script."""
-    app()
+    """Entry point of the ``glasscam`` console script. SIGINT/SIGTERM stop a command with a
+    note of what was kept and how to resume (:mod:`glasscam.analysis.cli.signals`)."""
+    import sys
 
+    from glasscam.analysis.cli import signals
+
+    signals.install()
+    try:
+        app()
+    except (SystemExit, KeyboardInterrupt):
+        if signals.received:  # the command was stopped by a signal: say what was kept
+            signals.report()
+            sys.exit(signals.exit_code())
+        raise
 
 if __name__ == "__main__":
     main()

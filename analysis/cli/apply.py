@@ -45,8 +45,10 @@ def register(app: typer.Typer) -> None:
         Grad-CAM map and Γ of every frame, checked against the model's training data."""
         from glasscam.analysis.apply.explain import load_model
         from glasscam.analysis.apply.files import apply_file, output_name
+        from glasscam.analysis.cli.signals import saving
         from glasscam.insitu.schema import SchemaError
 
+        saving(f"every frame marked done in the stores of {out}")
         inputs = list(files or []) + list(input_ or [])
         if not inputs:
             typer.echo("error: no input file (give FILES or --input FILE)", err=True)

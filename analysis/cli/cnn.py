@@ -20,11 +20,12 @@ def _conv_channels(text: str) -> tuple[int, int, int]:
 
 
 def _progress(console: Any, info: bool) -> Any:
-    """The rich progress display of the long CNN stages (with a per-task ``info`` column)."""
+    """The progress display of the long CNN stages (with a per-task ``info`` column): live
+    bars on a terminal, plain lines in a log (:mod:`glasscam.analysis.cli.progress`)."""
+    from glasscam.analysis.cli.progress import make_progress
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
-        Progress,
         TextColumn,
         TimeElapsedColumn,
         TimeRemainingColumn,
@@ -39,7 +40,31 @@ def _progress(console: Any, info: bool) -> Any:
     ]
     if info:
         columns.append(TextColumn("{task.fields[info]}"))
-    return Progress(*columns, console=console)
+    return make_progress(console, columns)
+
+
+# names of glasscam.analysis.cnn.attribution (METHODS, LAYERS, CASCADE, SHUFFLED, IG_STEPS),
+# repeated here so that checking a preset does not import torch (a test keeps them equal)
+ATTRIBUTION_METHODS = ("gradcam", "gradcam++", "hirescam", "xgradcam", "layercam", "saliency",
+                       "input-x-gradient", "integrated-gradients")
+ATTRIBUTION_LAYERS = ("act1", "act2", "act3")
+RANDOMIZATIONS = ("cascade", *(f"cascade:{m}" for m in ("output", "fc", "conv3", "conv2",
+                                                          "conv1")), "shuffled-labels")
+IG_STEPS = 32
+
+
+def _names(value: str | None, allowed: tuple[str, ...], what: str, extra: tuple[str, ...] = (),
+           aliases: dict[str, str] | None = None) -> str | None:
+    """A comma-separated list of names, each in ``allowed`` (or ``extra``)."""
+    if value is None:
+        return None
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [v for v in items if v not in allowed and v not in extra
+           and (aliases or {}).get(v) not in allowed]
+    if bad or not items:
+        raise typer.BadParameter(f"{what} {', '.join(bad) or repr(value)} unknown; choose "
+                                 f"from {', '.join((*allowed, *extra))} (comma-separated)")
+    return value
 
 
 # options shared by `train` and `gradcam`
@@ -98,12 +123,14 @@ def register(app: typer.Typer) -> None:
         """Train the CNN on the train split, validate every epoch, checkpoint, and write
         metrics.json (test accuracy and confusion matrix = Table 2). Re-running the same
         command resumes after the last completed epoch."""
+        from glasscam.analysis.cli.signals import saving
         from glasscam.analysis.cnn.network import CNNConfig
         from glasscam.analysis.cnn.train import Reporter, TrainConfig, train_ensemble
         from glasscam.insitu.schema import SchemaError
         from rich.console import Console
 
-        console = Console()
+        saving(f"the checkpoint of every completed epoch in {out}")
+        console = Console(soft_wrap=True)
         progress = _progress(console, info=True)
 
         class RichReporter(Reporter):
@@ -119,7 +146,7 @@ def register(app: typer.Typer) -> None:
                 if self.batch_task is not None:
                     progress.remove_task(self.batch_task)
                 self.batch_task = progress.add_task(
-                    f"epoch {epoch + 1}", total=nbatches, info=""
+                    f"  epoch {epoch + 1} batches", total=nbatches, info=""
                 )
 
             def advance(self, n: int = 1) -> None:
@@ -201,46 +228,93 @@ def register(app: typer.Typer) -> None:
         batch_size: Annotated[int, typer.Option(help="Images per Grad-CAM batch.")] = 64,
         device: DeviceOption = "auto",
         threads: ThreadsOption = None,
+        methods: Annotated[
+            str,
+            typer.Option("--method", "--methods", callback=lambda v: _names(
+                v, ATTRIBUTION_METHODS, "method", ("all",)),
+                help="Attribution method(s), comma-separated: gradcam (the paper), gradcam++, "
+                     "hirescam, xgradcam, layercam, saliency, input-x-gradient, "
+                     "integrated-gradients, or all. --out is the paper's Grad-CAM store; every "
+                     "other method goes beside it as gradcam_<method>[_<layer>].zarr."),
+        ] = "gradcam",
+        layers: Annotated[
+            str,
+            typer.Option("--layer", "--layers", callback=lambda v: _names(
+                v, ATTRIBUTION_LAYERS, "layer", ("all",),
+                {f"conv{k}": f"act{k}" for k in (1, 2, 3)}),
+                help="Conv layer(s) of the class activation maps (the ReLU output of "
+                     "conv1..3): act1, act2, act3 (the paper's), or all."),
+        ] = "act3",
+        randomize: Annotated[
+            str | None,
+            typer.Option(callback=lambda v: _names(v, RANDOMIZATIONS, "randomisation"),
+                         help="Sanity checks (Adebayo et al. 2018), comma-separated: cascade "
+                              "(weights re-drawn from the output layer down, one store per "
+                              "step), cascade:<output|fc|conv3|conv2|conv1> (one step), "
+                              "shuffled-labels (networks trained again on permuted labels, "
+                              "in gradcam_model_shuffled-labels/). Every method x layer is "
+                              "computed for the trained network and for each of these."),
+        ] = None,
+        ig_steps: Annotated[
+            int, typer.Option(min=1, help="Gauss-Legendre nodes of integrated-gradients.")
+        ] = IG_STEPS,
     ) -> None:
         """Grad-CAM of the glass class on the last conv layer for every sample (liquid and
         glass) of a split, mapped back to particles (Γ), into gradcam.zarr with the model's
-        provenance; misclassified samples are flagged (field 'correct')."""
+        provenance; misclassified samples are flagged (field 'correct'). With --method,
+        --layer, --randomize: the rivals of Grad-CAM and their sanity checks, one store each
+        beside --out (docs/cnn.md, "Attribution methods")."""
         import torch
-        from glasscam.analysis.cnn.gradcam import run_gradcam
+        from glasscam.analysis.cnn.gradcam import run_attributions
         from glasscam.insitu.schema import SchemaError
         from rich.console import Console
 
         if threads:
             torch.set_num_threads(threads)
-        console = Console()
+        from glasscam.analysis.cli.signals import saving
+
+        saving(f"every sample marked done in {out}")
+        console = Console(soft_wrap=True)
         progress = _progress(console, info=False)
 
         class RichReporter:
             task: Any = None
 
+            def __init__(self, what: str = "Grad-CAM") -> None:
+                self.what = what
+
             def start(self, total: int) -> None:
-                self.task = progress.add_task(f"Grad-CAM ({split})", total=total)
+                self.task = progress.add_task(f"{self.what} ({split})", total=total)
 
             def advance(self, n: int) -> None:
                 progress.advance(self.task, n)
 
         try:
             with progress:
-                summary = run_gradcam(
+                summaries = run_attributions(
                     samples,
                     model,
                     out,
+                    methods=methods,
+                    layers=layers,
+                    randomize=randomize,
                     split=split,
                     batch_size=batch_size,
                     device=device,
                     target=target,
-                    reporter=RichReporter(),
+                    ig_steps=ig_steps,
+                    reporter_for=lambda what: RichReporter(
+                        "Grad-CAM" if what == "gradcam act3" else what),
+                    echo=lambda text: console.print(text, markup=False, highlight=False),
                 )
         except (SchemaError, FileNotFoundError, ValueError, OutputLockedError) as err:
             console.print("[red]error:[/red] " + escape(str(err)), soft_wrap=True)
             raise typer.Exit(2) from None
-        console.print(
-            f"{summary['items']} images ({summary['already_done']} already done), "
-            f"Grad-CAM {summary['gradcam_ms_per_sample']:.2f} ms/sample, "
-            f"{len(summary['misclassified'])} misclassified flagged -> {out}"
-        )
+        for summary in summaries:
+            name = ("Grad-CAM" if summary["method"] == "gradcam" else summary["method"])
+            console.print(
+                f"{summary['items']} images ({summary['already_done']} already done), "
+                f"{name} {summary['gradcam_ms_per_sample']:.2f} ms/sample, "
+                f"{len(summary['misclassified'])} misclassified flagged -> {summary['out']}",
+                soft_wrap=True,
+            )

@@ -44,17 +44,24 @@ def register(app: typer.Typer) -> None:
         split: Annotated[str, typer.Option(help="all, train, val or test.")] = "all",
         workers: Annotated[int, typer.Option(help="LocalCluster worker processes.")] = 2,
         threads_per_worker: Annotated[int, typer.Option(help="Threads per worker.")] = 1,
-        batch_size: Annotated[int, typer.Option(help="Samples per Dask task.")] = 16,
+        samples_per_task: Annotated[int, typer.Option(help="Samples per Dask task.")] = 16,
         system: Annotated[
             str | None, typer.Option(help="kam or abm (default: the samples store's).")
         ] = None,
     ) -> None:
         """Voronoi volume ϒ and Tong-Tanaka order parameter Θ of every done sample of both
         classes, in parallel, into indicators.zarr (resumable)."""
+        from glasscam.analysis.cli.progress import progress_callback
+        from glasscam.analysis.cli.signals import saving
         from glasscam.analysis.structure.indicators import run_indicators
         from rich.console import Console
 
-        console = Console()
+        saving(f"every sample marked done in {out}")
+        console = Console(soft_wrap=True)
+
+        def echo(text: str) -> None:
+            console.print(text, markup=False, highlight=False, soft_wrap=True)
+
         try:
             run_indicators(
                 samples,
@@ -63,9 +70,10 @@ def register(app: typer.Typer) -> None:
                 scheduler=scheduler,
                 workers=workers,
                 threads_per_worker=threads_per_worker,
-                batch_size=batch_size,
+                batch_size=samples_per_task,
                 system=system,
-                echo=console.print,
+                echo=echo,
+                progress=progress_callback("indicators: samples", echo),
             )
         except (ValueError, FileNotFoundError, OutputLockedError) as err:
             console.print("[red]error:[/red] " + escape(str(err)), soft_wrap=True)
@@ -112,7 +120,7 @@ def register(app: typer.Typer) -> None:
         from glasscam.analysis.correlate.tables import CorrelateOptions, run_correlate
         from rich.console import Console
 
-        console = Console()
+        console = Console(soft_wrap=True)
         try:
             grid = parse_grid(xi_grid)
         except ValueError as err:

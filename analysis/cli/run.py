@@ -8,13 +8,24 @@ from typing import Annotated
 import typer
 
 
+def _presets() -> str:
+    from glasscam.decks import packaged_inputs
+
+    names = sorted(p.stem for p in (packaged_inputs() / "presets").glob("*.toml"))
+    return ", ".join(names)
+
+
+_STAGES = "quench, propensity, train, gradcam, indicators, correlate, report"
+
+
 def register(app: typer.Typer) -> None:
     @app.command("run")
     def run(
         out: Annotated[Path, typer.Option(help="Run folder (created; resumed if it exists).")],
         preset: Annotated[
-            str, typer.Option(help="Preset name in inputs/presets or a .toml.")
-        ] = "demo",
+            str, typer.Option(help=f"Preset: one of {_presets()} (inputs/presets), or a .toml "
+                              "file of yours.")
+        ],
         system: Annotated[
             str | None, typer.Option(help="kam or abm (default: the preset's).")
         ] = None,
@@ -26,7 +37,8 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option(help="Address of an existing Dask scheduler.")
         ] = None,
         stage: Annotated[
-            list[str] | None, typer.Option(help="Run only these stages (repeatable).")
+            list[str] | None,
+            typer.Option(help=f"Run only these stages (repeatable): {_STAGES}."),
         ] = None,
         inputs: Annotated[
             Path | None,
@@ -45,7 +57,7 @@ def register(app: typer.Typer) -> None:
 
         from glasscam.decks import DeckError
 
-        console = Console()
+        console = Console(soft_wrap=True)
 
         def echo(text: str) -> None:  # messages name preset tables: [train] is not markup
             console.print(text, markup=False, highlight=False, soft_wrap=True)
@@ -62,5 +74,23 @@ def register(app: typer.Typer) -> None:
             console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         total = sum(timings.values())
-        echo(f"done: {total:.0f} s of stages run now; report: "
-             f"{Path(out).resolve() / 'report.html'}")
+        report = Path(out).resolve() / "report.html"
+        where = f"report: {report}" if report.exists() else \
+            f"no report yet (`glasscam status {out}` lists the pending stages)"
+        echo(f"done: {total:.0f} s of stages run now; {where}")
+
+
+    @app.command("status")
+    def status(
+        run: Annotated[Path, typer.Argument(help="Run folder of `glasscam run`.")],
+    ) -> None:
+        """Where a run folder stands: each stage done / running / interrupted / pending, done
+        counts per store, wall time over every attempt, the running stage's estimated remaining
+        time, the last log line. Read-only."""
+        from glasscam.analysis.pipeline.status import format_status, run_status
+
+        try:
+            typer.echo(format_status(run_status(run)))
+        except FileNotFoundError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from None

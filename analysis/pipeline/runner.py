@@ -105,12 +105,12 @@ DEPENDS: dict[str, tuple[str, ...]] = {
 # what a stage writes (globs relative to the run folder): moved to stale/ when it is rerun
 OUTPUTS: dict[str, tuple[str, ...]] = {
     "quench": ("samples.zarr", "logs/quench.*"),
-    "propensity": ("propensity_T*.zarr", "logs/propensity_T*"),
-    "train": ("model",),
-    "gradcam": ("gradcam.zarr",),
-    "indicators": ("indicators.zarr",),
-    "correlate": ("tables",),
-    "report": ("report.html", "figures", "export"),
+    "propensity": ("propensity_T*.zarr", "logs/propensity_T*", "logs/propensity.stdout"),
+    "train": ("model", "logs/train.log"),
+    "gradcam": ("gradcam.zarr", "logs/gradcam.log"),
+    "indicators": ("indicators.zarr", "logs/indicators.log"),
+    "correlate": ("tables", "logs/correlate.log"),
+    "report": ("report.html", "figures", "export", "logs/report.log"),
 }
 # options that choose how a stage runs, not what it computes: not part of a stage's key
 EXECUTION_KEYS = frozenset(
@@ -760,14 +760,42 @@ class RunClock:
         _write_json(self.path, self.data)
 
 
+def stage_log(out: Path, stage: str, argv: Sequence[str]) -> Path:
+    """Where a stage command's output goes: ``logs/<stage>.log`` for the analysis stages;
+    ``logs/<stage>.stdout`` beside LAMMPS' own ``logs/<stage>*.log`` for the MD stages."""
+    lammps = any(Path(a).name == "lmp" for a in argv)
+    return out / "logs" / f"{stage}.{'stdout' if lammps else 'log'}"
+
+
 def run_command(argv: list[str], env: dict[str, str], cwd: Path,
-                tick: Callable[[], None]) -> int:
-    """Run one stage command to its end; ``tick()`` every :data:`HEARTBEAT_S` seconds."""
-    with subprocess.Popen(argv, env=env, cwd=cwd) as proc:
+                tick: Callable[[], None], log: Path | None = None) -> int:
+    """Run one stage command to its end, its output both shown and appended to ``log``;
+    ``tick()`` every :data:`HEARTBEAT_S` seconds."""
+    import threading
+
+    sink = open(log, "a", encoding="utf-8") if log is not None else None  # noqa: SIM115
+    if sink is not None:
+        sink.write(f"# {_utc_now()} $ {shlex.join(argv)}\n")
+        sink.flush()
+
+    def pump(stream) -> None:
+        for line in stream:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            if sink is not None:
+                sink.write(line)
+                sink.flush()
+
+    with subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, errors="replace") as proc:
+        reader = threading.Thread(target=pump, args=(proc.stdout,), daemon=True)
+        reader.start()
         try:
             while True:
                 try:
-                    return proc.wait(timeout=HEARTBEAT_S)
+                    code = proc.wait(timeout=HEARTBEAT_S)
+                    reader.join(timeout=30)
+                    return code
                 except subprocess.TimeoutExpired:
                     tick()
         except KeyboardInterrupt:  # the child got the SIGINT too: let it stop cleanly
@@ -779,6 +807,10 @@ def run_command(argv: list[str], env: dict[str, str], cwd: Path,
         except BaseException:
             proc.kill()
             raise
+        finally:
+            if sink is not None:
+                reader.join(timeout=5)
+                sink.close()
 
 
 # -- the pipeline -------------------------------------------------------------------------------
@@ -935,7 +967,7 @@ def _run_stages(
             save_running()
             for argv in stage.commands:
                 echo("  $ " + shlex.join(argv))
-                code = run_command(argv, env, out, tick)
+                code = run_command(argv, env, out, tick, stage_log(out, stage.name, argv))
                 if code != 0:
                     raise RuntimeError(
                         f"stage {stage.name} failed (exit {code}): {shlex.join(argv)}; "

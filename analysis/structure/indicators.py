@@ -120,6 +120,7 @@ def run_indicators(
     system: str | None = None,
     skin_factor: float = DEFAULT_SKIN,
     echo: Callable[[str], None] = print,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Compute the indicators of every selected sample; return a summary dict.
 
@@ -135,7 +136,8 @@ def run_indicators(
         },
     )
     backend = "local" if scheduler is None else scheduler
-    return stage.run(backend, batch_size, workers, threads_per_worker, echo=echo)
+    return stage.run(backend, batch_size, workers, threads_per_worker, progress=progress,
+                     echo=echo)
 
 
 def load_indicators(path: str | os.PathLike, cls: str, indices: Sequence[int] | None = None):

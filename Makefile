@@ -19,7 +19,7 @@ $(VENV)/.deps-installed:
 	touch $@
 
 $(STAMP): $(VENV)/.deps-installed $(BUILD_INPUTS)
-	$(PIP) install -q --no-build-isolation -e '.[test]'
+	$(PIP) install -q --no-build-isolation -e '.[test,cluster]'
 	# scikit-build-core's editable .pth also puts the repository and its parent folder on
 	# sys.path, which would make insitu/ and analysis/ importable as top-level modules: keep
 	# its import line (the finder that maps glasscam.* onto the source tree) and nothing else

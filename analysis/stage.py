@@ -38,7 +38,8 @@ from glasscam.insitu import integrity
 from glasscam.insitu.lock import OutputLock
 from glasscam.insitu.schema import CLASSES, SPLITS, SchemaError, open_samples_store, units_of
 
-BACKENDS = ("serial", "local")  # or a scheduler address (tcp://..., a scheduler file)
+# or a scheduler address (tcp://..., a scheduler file): glasscam.analysis.cluster
+BACKENDS = ("serial", "local", "mpi", "slurm")
 
 
 class StageInputError(ValueError):
@@ -212,7 +213,10 @@ class SampleStage:
         """Compute every selected sample that is not done yet; return a summary.
 
         ``backend``: ``serial`` (in-process), ``local`` (a new LocalCluster of ``workers``
-        processes), or the address of a running Dask scheduler. ``progress(done, total)`` is
+        processes), ``mpi`` (dask-mpi: the process was started under MPI and
+        :func:`glasscam.analysis.cluster.initialize_mpi` ran first), ``slurm`` (a
+        dask-jobqueue SLURMCluster of :attr:`slurm`), or the address (or scheduler file) of a
+        running Dask scheduler. ``progress(done, total)`` is
         called after each batch.
         """
         with OutputLock(self.out, what=f"{self.name} store"):
@@ -241,30 +245,27 @@ class SampleStage:
         return {"samples": total, "tasks": len(batches), "wall_s": wall, "mode": mode,
                 "out": self.out}
 
-    def _run_distributed(self, batches, total, mode, address, workers, threads, progress):
-        from distributed import Client, LocalCluster, as_completed
+    #: the SLURM job shape of ``backend="slurm"`` (glasscam.analysis.cluster.SlurmOptions)
+    slurm: Any = None
 
-        cluster = None
-        if mode == "local":
-            if workers < 1:
-                raise StageInputError(f"workers must be >= 1, got {workers}")
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=threads,
-                                   processes=True, dashboard_address=None)
-            client = Client(cluster)
-        else:
-            client = Client(address)
+    def _run_distributed(self, batches, total, mode, address, workers, threads, progress):
+        from distributed import as_completed
+        from glasscam.analysis.cluster import ClusterError, client
+
+        if mode == "local" and workers < 1:
+            raise StageInputError(f"workers must be >= 1, got {workers}")
         try:
-            futures = [client.submit(self.run_batch, cls, idx, pure=False)
-                       for cls, idx in batches]
-            finished = 0
-            for fut in as_completed(futures):
-                finished += len(fut.result())  # re-raises a task's error, with its message
-                if progress is not None:
-                    progress(finished, total)
-        finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
+            with client(address if mode == "remote" else mode, workers, threads,
+                        self.slurm) as conn:
+                futures = [conn.submit(self.run_batch, cls, idx, pure=False)
+                           for cls, idx in batches]
+                finished = 0
+                for fut in as_completed(futures):
+                    finished += len(fut.result())  # re-raises a task's error, with its message
+                    if progress is not None:
+                        progress(finished, total)
+        except ClusterError as err:
+            raise StageInputError(str(err)) from None
 
 
 def load_done(path: str | os.PathLike, open_store: Callable[..., Any], cls: str,

@@ -18,6 +18,7 @@ from pathlib import Path
 SYSTEMS = ("kam", "abm")
 DECKS = ("quench.in", "propensity.in")
 PRESETS = "presets"
+SLURM = "slurm"  # SLURM batch scripts of every stage (templates)
 
 
 class DeckError(ValueError):
@@ -62,6 +63,7 @@ def shipped_files(inputs: str | os.PathLike | None = None) -> list[Path]:
     root = inputs_dir(inputs)
     files = [Path(system) / deck for system in SYSTEMS for deck in DECKS]
     files += [Path(PRESETS) / f"{name}.toml" for name in preset_names(inputs)]
+    files += sorted(p.relative_to(root) for p in (root / SLURM).glob("*.sbatch"))
     missing = [str(f) for f in files if not (root / f).is_file()]
     if missing:
         raise DeckError(f"{root}: missing {missing} (a broken installation?)")

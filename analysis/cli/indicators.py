@@ -37,8 +37,10 @@ def register(app: typer.Typer) -> None:
         scheduler: Annotated[
             str | None,
             typer.Option(
-                help="Address of a running Dask scheduler (tcp://...), or 'serial' for "
-                "in-process; default: a new LocalCluster."
+                help="Where the Dask tasks run: 'serial' (in-process), 'local' (default: a new "
+                "LocalCluster), 'mpi' (dask-mpi: launch this command under mpirun -np >= 4), "
+                "'slurm' (a dask-jobqueue SLURMCluster of the --cluster-* options), or the "
+                "address / scheduler file of a running scheduler."
             ),
         ] = None,
         split: Annotated[str, typer.Option(help="all, train, val or test.")] = "all",
@@ -48,9 +50,36 @@ def register(app: typer.Typer) -> None:
         system: Annotated[
             str | None, typer.Option(help="kam or abm (default: the samples store's).")
         ] = None,
+        cluster_jobs: Annotated[int, typer.Option(help="slurm: batch jobs of workers.")] = 2,
+        cluster_cores: Annotated[int, typer.Option(help="slurm: cores per job.")] = 16,
+        cluster_memory: Annotated[str, typer.Option(help="slurm: memory per job.")] = "64GB",
+        cluster_walltime: Annotated[str, typer.Option(help="slurm: job time limit.")] = "02:00:00",
+        cluster_queue: Annotated[str | None, typer.Option(help="slurm: partition.")] = None,
+        cluster_account: Annotated[str | None, typer.Option(help="slurm: account.")] = None,
+        cluster_dry_run: Annotated[
+            bool, typer.Option(help="slurm: print the job script and stop (submit nothing).")
+        ] = False,
     ) -> None:
         """Voronoi volume ϒ and Tong-Tanaka order parameter Θ of every done sample of both
         classes, in parallel, into indicators.zarr (resumable)."""
+        from glasscam.analysis.cluster import ClusterError, SlurmOptions, initialize_mpi
+
+        if scheduler == "mpi":  # first: every rank but one becomes the scheduler or a worker
+            try:
+                initialize_mpi()
+            except ClusterError as err:
+                typer.echo(f"error: {err}", err=True)
+                raise typer.Exit(2) from None
+        slurm = SlurmOptions(jobs=cluster_jobs, cores=cluster_cores, processes=cluster_cores,
+                             memory=cluster_memory, walltime=cluster_walltime,
+                             queue=cluster_queue, account=cluster_account)
+        if scheduler == "slurm" and cluster_dry_run:
+            try:
+                typer.echo(slurm.cluster().job_script())
+            except ClusterError as err:
+                typer.echo(f"error: {err}", err=True)
+                raise typer.Exit(2) from None
+            return
         from glasscam.analysis.cli.progress import progress_callback
         from glasscam.analysis.cli.signals import saving
         from glasscam.analysis.structure.indicators import run_indicators
@@ -74,6 +103,7 @@ def register(app: typer.Typer) -> None:
                 system=system,
                 echo=echo,
                 progress=progress_callback("indicators: samples", echo),
+                slurm=slurm,
             )
         except (ValueError, FileNotFoundError, OutputLockedError) as err:
             console.print("[red]error:[/red] " + escape(str(err)), soft_wrap=True)

@@ -121,6 +121,7 @@ def run_indicators(
     skin_factor: float = DEFAULT_SKIN,
     echo: Callable[[str], None] = print,
     progress: Callable[[int, int], None] | None = None,
+    slurm: Any = None,
 ) -> dict[str, Any]:
     """Compute the indicators of every selected sample; return a summary dict.
 
@@ -136,6 +137,7 @@ def run_indicators(
         },
     )
     backend = "local" if scheduler is None else scheduler
+    stage.slurm = slurm
     return stage.run(backend, batch_size, workers, threads_per_worker, progress=progress,
                      echo=echo)
 

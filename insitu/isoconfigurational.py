@@ -414,6 +414,8 @@ class _Run:
     arrays: dict[str, Any] = field(default_factory=dict)  # crd, stop, done, opened once
     task: tuple[int, int] = (-1, -1)  # (c, s)
     ran: list[tuple[int, int]] = field(default_factory=list)
+    # heartbeat of the running replica (partition root): task, t0, step0, last print, last δ
+    beat: dict[str, Any] = field(default_factory=dict)
     finalized: list[int] = field(default_factory=list)
     t0: float = field(default_factory=time.perf_counter)  # end of setup on this rank
     fingerprint: str = ""  # sha256 of the store parameters (checkpoints name it)
@@ -1118,6 +1120,7 @@ def run_replica(lmp, step: int, **kw: str) -> None:
             row = cage.crd_from_positions(frame.positions, ref0, members).astype(np.float32)
             run.arrays["crd"][c, s, k, :] = row
             crd_time += time.perf_counter() - t1
+            run.beat["delta"] = row_delta(row)
             go_on = _continue_after(run, c, s, k, row)
         if not run.part.bcast(go_on, root=0):
             break
@@ -1143,6 +1146,39 @@ def run_replica(lmp, step: int, **kw: str) -> None:
             f"{k + 1 - first} outputs{extra}"
         )
         _maybe_finalize(run, c)
+
+
+HEARTBEAT_S = 60.0  # at most one heartbeat line a minute per partition
+
+
+def heartbeat(lmp, step: int, **kw: str) -> None:
+    """``fix beat all insitu N glasscam.insitu.isoconfigurational:heartbeat [seconds S]``:
+    during a long replica, a line at most every S seconds (default 60) on the partition root:
+    step / last step of the replica, δ of its last output so far, steps per second and the time
+    left. Reads nothing from LAMMPS but the step: it does not change the trajectory."""
+    opts = deck.parse_keywords(kw, {"seconds": float},
+                               "glasscam.insitu.isoconfigurational:heartbeat")
+    run = _state()
+    c, s = run.task
+    if s < 0 or not run.is_root:
+        return
+    now = time.perf_counter()
+    beat = run.beat
+    if beat.get("task") != (c, s):
+        run.beat = {"task": (c, s), "t0": now, "step0": int(step), "last": now}
+        return
+    if now - beat["last"] < float(opts.get("seconds", HEARTBEAT_S)):
+        return
+    beat["last"] = now
+    done = int(step) - beat["step0"]
+    rate = done / (now - beat["t0"]) if now > beat["t0"] else 0.0
+    stop = int(run.stop[c]) if run.stop[c] >= 0 else len(run.steps) - 1
+    last = int(run.steps[stop])
+    left = f", about {(last - int(step)) / rate / 60:.1f} min left" if rate > 0 else ""
+    delta = beat.get("delta")
+    dtext = f"δ so far {delta:.4g}" if delta is not None else "no output yet"
+    _log(f"configuration {c} replica {s}: step {int(step)} of {last} "
+         f"({100 * int(step) / max(last, 1):.1f} %), {dtext}, {rate:.0f} steps/s{left}")
 
 
 # ------------------------------------------------------------------------------------------
@@ -1270,6 +1306,7 @@ __all__ = [
     "checkpoint_folder",
     "configuration_propensity",
     "finish",
+    "heartbeat",
     "load",
     "next_replica",
     "parse_parameters",

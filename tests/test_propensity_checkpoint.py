@@ -172,8 +172,8 @@ def test_resume_with_another_thermostat_fix_id_is_refused(samples, tmp_path) -> 
     edited.write_text(deck.replace("fix           md all nvt", "fix           nh all nvt"))
     proc = run_lammps(edited, variables(samples, out), cwd=tmp_path, check=False)
     assert proc.returncode != 0
-    assert "the deck defines fixes ['flat', 'nh'], the checkpoint was written with ['flat', " \
-           "'md']" in text(proc), text(proc)[-2000:]
+    assert "the deck defines fixes ['beat', 'flat', 'nh'], the checkpoint was written with " \
+           "['beat', 'flat', 'md']" in text(proc), text(proc)[-2000:]
     assert (folder / "c0_s0.json").exists()
 
 
@@ -293,3 +293,20 @@ def test_delta_stop_on_two_partitions_resumes_bit_identical(samples, tmp_path) -
                        cwd=tmp_path)
     assert "configuration 0 replica 1: resuming from its checkpoint at step 800" in text(again)
     assert_same_store(out, full)
+
+
+def test_heartbeat_lines_and_the_trajectory_is_unchanged(samples, tmp_path) -> None:
+    """The heartbeat fix prints step, δ so far and steps/s during a replica, and reading only
+    the step it leaves the trajectory bit for bit as it is (called every 50 steps vs never
+    within a segment)."""
+    quiet = tmp_path / "quiet.zarr"
+    beat = tmp_path / "beat.zarr"
+    run_lammps(KAM, variables(samples, quiet, heartbeat=100000), cwd=tmp_path)
+    proc = run_lammps(KAM, variables(samples, beat, heartbeat=50, heartbeat_seconds=0),
+                      cwd=tmp_path)
+    lines = re.findall(r"configuration 0 replica \d: step (\d+) of (\d+) \([\d.]+ %\), "
+                       r"(?:δ so far [\d.e+-]+|no output yet), (\d+) steps/s", text(proc))
+    assert len(lines) >= 10, text(proc)[-2000:]
+    assert all(int(step) <= int(last) for step, last, _ in lines)
+    assert any(float(rate) > 0 for *_, rate in lines)
+    assert_same_store(quiet, beat)

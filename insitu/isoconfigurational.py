@@ -120,7 +120,6 @@ import hashlib
 import json
 import os
 import re
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -730,9 +729,6 @@ def _continue_after(run: _Run, c: int, s: int, k: int, row: np.ndarray) -> bool:
 CHECKPOINT_FORMAT = "glasscam.propensity-checkpoint/1"
 THERMOSTAT_FIX = "md"  # the deck's fix nvt: its Nosé–Hoover state travels in the restart file
 THERMOSTAT_VALUES = 6  # f_md[1..6] = eta[0..2], eta_dot[0..2] (tchain 3, the default)
-# tests only: SIGKILL this process right after the checkpoint at step STEP (value "STEP": of
-# any replica; "c<c>_s<s>.STEP": of that replica) is complete
-KILL_AT_CHECKPOINT = "GLASSCAM_TEST_KILL_AT_CHECKPOINT"
 _NAME = re.compile(r"c(\d+)_s(\d+)(?:\.(\d+)\.restart|\.json)(\.tmp)?$")
 
 
@@ -939,10 +935,6 @@ def _write_checkpoint(lmp, run: _Run, step: int, output: int, ref0: np.ndarray |
     parallel.on_root(run.part, publish)
     if run.is_root:
         run.last_checkpoint = time.perf_counter()
-    kill_at = os.environ.get(KILL_AT_CHECKPOINT)
-    if kill_at in (str(step), f"{stem}.{step}") and run.is_root:
-        sys.stdout.flush()
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _load_checkpoint(lmp, run: _Run, c: int, s: int) -> Checkpoint | None:
@@ -1297,7 +1289,6 @@ def finish(lmp, step: int, **kw: str) -> None:
 
 
 __all__ = [
-    "KILL_AT_CHECKPOINT",
     "PROPENSITY_SCHEMA",
     "Checkpoint",
     "PropensityInputError",

@@ -3,10 +3,11 @@ killed mid-run resumes from its last checkpoint and ends bit-identical to an uni
 with the same M; a bad checkpoint is discarded; the folder goes when the run completes.
 
 Small (N = 256) glasses from ``glasscam.testing.make_reference_samples``; replicas of 6000
-steps with a checkpoint every 1000. The deterministic kills use the hooks' test switch
-``GLASSCAM_TEST_KILL_AT_CHECKPOINT=STEP`` (the process SIGKILLs itself right after the
-checkpoint at STEP is complete); one test kills from outside instead, after the first
-checkpoint appears.
+steps with a checkpoint every 1000. The deterministic kills inject the fault from outside the
+production code: ``tests/checkpoint_kill/sitecustomize.py`` (put on PYTHONPATH, so the embedded
+interpreter of ``lmp`` imports it at start-up) wraps the checkpoint writer so that the process
+SIGKILLs itself right after the checkpoint at STEP is complete; one test kills from outside the
+process instead, after the first checkpoint appears.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import INPUTS, lammps_command, run_lammps
-from glasscam.insitu.isoconfigurational import KILL_AT_CHECKPOINT, checkpoint_folder
+from glasscam.insitu.isoconfigurational import checkpoint_folder
 from glasscam.insitu.schema import open_propensity_store
 
 from glasscam.testing import make_reference_samples
@@ -56,10 +57,18 @@ def assert_same_store(a: Path, b: Path) -> None:
                                                                          "delta")), name
 
 
+def kill_at(point: str) -> dict[str, str]:
+    """The environment that makes LAMMPS SIGKILL itself right after the checkpoint ``point``
+    (``STEP`` or ``c<c>_s<s>.STEP``): tests/checkpoint_kill/sitecustomize.py."""
+    here = str(Path(__file__).resolve().parent / "checkpoint_kill")
+    path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
+    return {"PYTHONPATH": path, "GLASSCAM_KILL_AT_CHECKPOINT": point}
+
+
 def killed_at(samples: Path, out: Path, step: int, **change) -> Path:
-    """Run until the checkpoint at ``step`` is written, then SIGKILL (the test switch)."""
+    """Run until the checkpoint at ``step`` is written, then SIGKILL (:func:`kill_at`)."""
     proc = run_lammps(KAM, variables(samples, out, **change), cwd=out.parent, check=False,
-                      env={KILL_AT_CHECKPOINT: str(step)})
+                      env=kill_at(str(step)))
     assert proc.returncode != 0, "the run ended before the kill"
     folder = Path(checkpoint_folder(out))
     doc = json.loads((folder / "c0_s0.json").read_text())
@@ -266,7 +275,7 @@ def test_two_ranks_one_partition_resume_bit_identical(samples, tmp_path) -> None
     full, out = tmp_path / "full.zarr", tmp_path / "p.zarr"
     run_lammps(KAM, variables(samples, full), np=2, cwd=tmp_path)
     proc = run_lammps(KAM, variables(samples, out), np=2, cwd=tmp_path, check=False,
-                      env={KILL_AT_CHECKPOINT: "2000"})
+                      env=kill_at("2000"))
     assert proc.returncode != 0
     again = run_lammps(KAM, variables(samples, out), np=2, cwd=tmp_path)
     assert "resuming from its checkpoint at step 2000" in again.stdout
@@ -287,7 +296,7 @@ def test_delta_stop_on_two_partitions_resumes_bit_identical(samples, tmp_path) -
     k = int(ref["stop"][0])
     assert k < stop["noutputs"] - 1 and int(ref["steps"][k]) > 800  # it stops after step 800
     proc = run_lammps(KAM, variables(samples, out, **stop), np=2, partitions="2x1",
-                      cwd=tmp_path, check=False, env={KILL_AT_CHECKPOINT: "c0_s1.800"})
+                      cwd=tmp_path, check=False, env=kill_at("c0_s1.800"))
     assert proc.returncode != 0
     again = run_lammps(KAM, variables(samples, out, **stop), np=2, partitions="2x1",
                        cwd=tmp_path)

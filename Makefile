@@ -8,7 +8,7 @@ PIP := $(VENV)/bin/pip
 BUILD_INPUTS := pyproject.toml CMakeLists.txt $(wildcard lammps_plugin/*)
 STAMP := $(VENV)/.glasscam-installed
 
-.PHONY: venv test test-slow demo bench lint clean
+.PHONY: venv test test-slow demo bench lint clean browser
 
 $(VENV)/.deps-installed:
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,21 @@ $(STAMP): $(VENV)/.deps-installed $(BUILD_INPUTS)
 
 venv: $(STAMP)
 
-test: $(STAMP)
+# best effort, never failing: Debian's chromium + chromedriver for the report's browser test
+# (tests/test_report_browser.py skips without them)
+browser:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then \
+	  :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo "sudo -n"); \
+	  ( $$SUDO apt-get update -qq && \
+	    $$SUDO apt-get install -y -qq chromium chromium-driver ) >/dev/null 2>&1 || \
+	  echo "note: could not install chromium/chromium-driver; the browser test will skip"; \
+	else \
+	  echo "note: no chromium/chromedriver and no apt-get; the browser test will skip"; \
+	fi
+
+test: $(STAMP) browser
 	$(VENV)/bin/pytest -q
 
 test-slow: $(STAMP)

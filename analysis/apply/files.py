@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 from glasscam.analysis.apply.explain import ModelInputError, TrainedModel
-from glasscam.analysis.apply.read import SPECIES_SYMBOLS, Frame, read_configurations
+from glasscam.analysis.apply.read import Frame, read_configurations
 
 
 def _sha256(path: Path) -> str:
@@ -128,30 +128,18 @@ def _columns(root, k: int) -> dict[str, np.ndarray]:
 
 
 def write_extxyz(root, path: Path) -> Path:
-    """Every frame of an applied store as extended XYZ. Written here with 9 significant digits
-    (ASE's own writer keeps 8 decimals, too few for Γ ~ 1e-4); ASE is the test oracle that
-    reads it back."""
+    """Every frame of an applied store as extended XYZ, in glasscam's one convention
+    (:func:`glasscam.analysis.report.export.extxyz_frame`: 9 significant digits, ``Ni``/``P``
+    placeholders, integer ``type`` and ``id``); ASE is the test oracle that reads it back."""
+    from glasscam.analysis.report.export import extxyz_frame
     from glasscam.insitu.integrity import write_atomically
 
     buf = io.StringIO()
     for k in range(root["done"].shape[0]):
-        species = np.asarray(root["types"][k])
-        box = np.asarray(root["box"][k], dtype=np.float64)
-        n = len(species)
-        cols = _columns(root, k)
-        props = ":".join(["species:S:1:pos:R:3:type:I:1:id:I:1",
-                          *(f"{c}:R:1" for c in cols)])
-        lattice = f"{float(box[0])!r} 0.0 0.0 0.0 {float(box[1])!r} 0.0 0.0 0.0 1.0"
-        buf.write(f"{n}\nLattice=\"{lattice}\" Properties={props} "
-                  f"p_glass={float(root['p_glass'][k])!r} step={int(root['step'][k])} "
-                  f"frame={k} pbc=\"T T F\"\n")
-        pos = np.asarray(root["positions"][k], dtype=np.float64)
-        ids = np.asarray(root["ids"][k])
-        values = np.column_stack(list(cols.values())) if cols else np.zeros((n, 0))
-        for i in range(n):
-            buf.write(f"{SPECIES_SYMBOLS['AB'[species[i]]]} {pos[i, 0]:.9g} {pos[i, 1]:.9g} 0 "
-                      f"{int(species[i]) + 1} {int(ids[i])} "
-                      + " ".join(f"{v:.9g}" for v in values[i]) + "\n")
+        buf.write(extxyz_frame(
+            root["positions"][k], np.asarray(root["types"][k]), root["box"][k],
+            _columns(root, k), np.asarray(root["ids"][k]),
+            {"p_glass": float(root["p_glass"][k]), "step": int(root["step"][k]), "frame": k}))
     text = buf.getvalue()
     return write_atomically(path, lambda tmp: tmp.write_text(text))
 

@@ -40,7 +40,7 @@ def callback(
 
 
 # the modules of this package that define commands, in the order `--help` lists them
-COMMAND_MODULES = ("run", "decks", "cnn", "indicators", "report", "apply", "verify")
+COMMAND_MODULES = ("run", "decks", "cnn", "indicators", "report", "export", "apply", "verify")
 
 
 def _register_commands() -> None:

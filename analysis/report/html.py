@@ -12,8 +12,10 @@ from __future__ import annotations
 import csv
 import html
 import json
+import re
 import subprocess
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,22 +32,116 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def _f(value: Any, digits: int = 3) -> str:
+# --------------------------------------------------------------------------------------------
+# numbers on the page: every table cell goes through _f (or _ci/_pm/_p/_pct, which round a value
+# to the precision its uncertainty allows)
+
+_INT = re.compile(r"^[+-]?\d+$")
+
+
+def _number(value: Any) -> float | int | None:
+    """The number a cell holds (a CSV string or a number), or None for text."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if _INT.match(text):
+            return int(text)
+        if not text or text[-1].isalpha() and text.lower() not in ("nan", "inf", "-inf"):
+            return None
     try:
-        v = float(value)
+        return float(value)
     except (TypeError, ValueError):
-        return html.escape(str(value))
+        return None
+
+
+class _Cell(str):
+    """A table cell already formatted (by _f, _ci, _pm, _p, _pct): _table keeps it as is."""
+
+
+def _sig(v: float, digits: int) -> str:
+    """``digits`` significant digits, positional between 1e-3 and 1e6, scientific outside."""
+    if v == 0:
+        return "0"
+    if 1e-3 <= abs(v) < 1e6:
+        return np.format_float_positional(v, precision=digits, unique=False, fractional=False,
+                                          trim="-")
+    return f"{v:.{digits - 1}e}"
+
+
+def _f(value: Any, digits: int = 3) -> str:
+    """A table cell: integers exactly, other numbers to ``digits`` significant digits, NaN as
+    –, text HTML-escaped."""
+    v = _number(value)
+    if v is None:
+        return _Cell(html.escape(str(value)))
+    if isinstance(v, int):
+        return _Cell(v)
     if not np.isfinite(v):
-        return "–"
-    return f"{v:.{digits}g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
+        return _Cell("–")
+    return _Cell(_sig(v, digits))
+
+
+def _decimals(width: float) -> int | None:
+    """Decimal places that keep two significant digits of an uncertainty ``width``."""
+    if not np.isfinite(width) or width <= 0:
+        return None
+    return max(0, 1 - int(np.floor(np.log10(width))))
+
+
+def _ci(value: Any, low: Any, high: Any) -> tuple[str, str, str]:
+    """A value and its confidence interval, rounded to two significant digits of the CI width
+    (C = 0.392 [0.055, 0.762] reads 0.39 [0.05, 0.76])."""
+    v, lo, hi = (_number(x) for x in (value, low, high))
+    if v is None or lo is None or hi is None:
+        return _f(value), _f(low), _f(high)
+    d = _decimals(float(hi) - float(lo))
+    if d is None or not np.isfinite(v):
+        return _f(value), _f(low), _f(high)
+    return tuple(_Cell("–" if not np.isfinite(x) else f"{x:.{d}f}") for x in (v, lo, hi))
+
+
+def _pm(mean: Any, std: Any) -> str:
+    """mean ± std, both to two significant digits of std."""
+    m, sd = _number(mean), _number(std)
+    d = None if m is None or sd is None else _decimals(float(sd))
+    if d is None or not np.isfinite(m):
+        return f"{_f(mean)} ± {_f(std)}"
+    return _Cell(f"{m:.{d}f} ± {sd:.{d}f}")
+
+
+def _p(value: Any) -> str:
+    """A p-value: two significant digits, one below 0.01 (0.000999 reads 0.001)."""
+    v = _number(value)
+    if v is None or not np.isfinite(v):
+        return _f(value)
+    if v == 0:
+        return _Cell("0")
+    return _Cell(np.format_float_positional(float(v), precision=2 if v >= 0.01 else 1,
+                                            unique=False, fractional=False, trim="-"))
+
+
+def _pct(fraction: Any, digits: int = 1) -> str:
+    """A fraction in [0, 1] as a percentage (0.987 reads 98.7 %; 1 reads 100 %)."""
+    v = _number(fraction)
+    if v is None or not np.isfinite(v):
+        return _f(fraction)
+    text = f"{100 * float(v):.{digits}f}".rstrip("0").rstrip(".")
+    return _Cell(f"{text} %")
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """An HTML table; a string cell that holds a number is rounded by _f, other strings are
+    HTML already."""
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{c if isinstance(c, str) else _f(c)}</td>" for c in row) + "</tr>"
-        for row in rows
-    )
+    def cell(c: Any) -> str:
+        keep = isinstance(c, _Cell) or isinstance(c, str) and _number(c) is None
+        return c if keep else _f(c)
+
+    body = "".join("<tr>" + "".join(f"<td>{cell(c)}</td>" for c in row) + "</tr>"
+                   for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -53,15 +149,13 @@ def _missing(what: str, why: str) -> str:
     return f'<p class="missing">{html.escape(what)}: not available — {html.escape(why)}</p>'
 
 
-def _img(rel: str, caption: str) -> str:
+def _img(rel: str, caption: str, vector: str | None = None) -> str:
+    """A figure: the PNG shown, its caption, and a link to the SVG beside it."""
+    link = (f' <a href="{html.escape(vector)}">[SVG]</a>' if vector else "")
     return (
         f'<figure><img src="{html.escape(rel)}" alt="{html.escape(caption)}">'
-        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        f"<figcaption>{html.escape(caption)}{link}</figcaption></figure>"
     )
-
-
-# the paper's δ values (Fig 1 E/F), dotted in Figs 5 and 7
-DELTA_LINES = {f"δ = {t:g}": t for t in DELTA_TARGETS}
 
 
 class Report:
@@ -75,6 +169,7 @@ class Report:
         self.figures: list[Path] = []
         self.tables: list[Path] = []
         self.cautions: list[str] = []
+        self.fig1_deltas: list[float] = []  # δ of Fig. 1's Δ panels, as reached (Figs 5, 7)
 
     def add(self, title: str, body: str) -> None:
         self.sections.append((title, body))
@@ -84,9 +179,15 @@ class Report:
         self.cautions.append(text)
 
     def figure(self, name: str, caption: str, draw: Callable[[Path], Path]) -> str:
+        """Draw ``figures/NAME`` (PNG) and the SVG beside it; the page shows the PNG and links
+        the SVG."""
         path = draw(self.fig_dir / name)
         self.figures.append(path)
-        return _img(f"figures/{name}", caption)
+        svg = plots.vector_path(path)
+        if svg.exists() and svg != path:
+            self.figures.append(svg)
+        return _img(f"figures/{path.name}", caption,
+                    f"figures/{svg.name}" if svg.exists() and svg != path else None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -108,7 +209,8 @@ def provenance(rep: Report) -> dict[str, Any]:
         ).stdout.strip()
     except OSError:
         commit = ""
-    rows.append(["glasscam git commit", commit or "unknown"])
+    rows.append(["glasscam git commit", f"<code>{html.escape(commit)}</code>" if commit
+                 else "unknown"])
     samples = run / "samples.zarr"
     params: dict[str, Any] = {}
     if samples.exists():
@@ -117,24 +219,40 @@ def provenance(rep: Report) -> dict[str, Any]:
         root = zarr.open_group(samples, mode="r")
         params = dict(root.attrs.get("parameters", {}))
         for key, value in dict(root.attrs.get("versions", {})).items():
-            rows.append([f"version: {key}", html.escape(str(value))])
+            rows.append([f"version: {key}", f"<code>{html.escape(str(value))}</code>"])
         rows.append(["quench parameters", f"<code>{html.escape(json.dumps(params))}</code>"])
+    from glasscam.analysis.pipeline.runner import STAGES
+
     stage_rows = []
-    for path in sorted((run / ".glasscam" / "stages").glob("*.json")):
-        st = json.loads(path.read_text())
-        stage_rows.append([st["stage"], st["wall_s"], st.get("finished", ""),
+    records = [json.loads(p.read_text()) for p in (run / ".glasscam" / "stages").glob("*.json")]
+    for st in sorted(records, key=lambda st: (STAGES.index(st["stage"]) if st["stage"] in STAGES
+                                               else len(STAGES), st["stage"])):
+        stage_rows.append([st["stage"], _duration(st["wall_s"]), st.get("finished", ""),
                            "<br>".join(f"<code>{html.escape(c)}</code>" for c in st["commands"])])
     body = _table(["", "value"], rows)
     if preset:
         dump = html.escape(json.dumps(preset, indent=1))
         body += f"<details><summary>preset</summary><pre>{dump}</pre></details>"
     if stage_rows:
-        body += "<h3>Wall time per stage</h3>" + _table(
-            ["stage", "wall [s]", "finished", "command"], stage_rows
+        body += "<h3>Wall time per stage (pipeline order)</h3>" + _table(
+            ["stage", "wall time", "finished", "command"], stage_rows
         )
     rep.add("Run provenance", body)
     system = meta.get("system") or params.get("system") or "kam"
     return {"system": str(system), "params": params}
+
+
+def _duration(seconds: Any) -> str:
+    """Wall time: 3 significant digits in s, and in min or h beyond two minutes."""
+    v = _number(seconds)
+    if v is None or not np.isfinite(v):
+        return _f(seconds)
+    text = f"{_sig(float(v), 3)} s"
+    if v >= 7200:
+        text += f" ({v / 3600:.1f} h)"
+    elif v >= 120:
+        text += f" ({v / 60:.0f} min)"
+    return text
 
 
 def training_section(rep: Report, system: str) -> None:
@@ -148,14 +266,18 @@ def training_section(rep: Report, system: str) -> None:
     if not accuracy >= 0.9:
         rep.caution(f"test accuracy {100 * accuracy:.1f} % is below 90 %: the Grad-CAM scores "
                     "come from a network that does not tell liquid from glass reliably.")
-    rows = [["test accuracy", test.get("accuracy", float("nan")), PAPER["accuracy"][system]]]
+    wrong = test.get("misclassified", [])
+    n_test = test.get("n")
+    counted = (f" ({n_test - len(wrong)} of {n_test} right)"
+               if isinstance(n_test, int) and n_test > 0 else "")
+    rows = [["test accuracy", _pct(accuracy) + counted, PAPER["accuracy"][system]]]
     if "member_test_accuracy" in m:
         rows.append(["ensemble members' test accuracy",
-                     ", ".join(f"{a:.3f}" for a in m["member_test_accuracy"]),
+                     ", ".join(_pct(a) for a in m["member_test_accuracy"]),
                      "one network in the paper"])
     per_class = test.get("per_class_accuracy") or {}
     for cls, acc in per_class.items():
-        rows.append([f"test accuracy ({cls})", acc, "≈ 100 %"])
+        rows.append([f"test accuracy ({cls})", _pct(acc), "≈ 100 %"])
     for key in ("samples_per_s", "wall_s", "device", "epochs_run"):
         if key in m:
             paper = PAPER["training"] if key == "samples_per_s" else ""
@@ -168,11 +290,17 @@ def training_section(rep: Report, system: str) -> None:
         body += "<h3>Confusion matrix (rows: true, columns: predicted)</h3>" + _table(
             [""] + labels, [[labels[i]] + list(r) for i, r in enumerate(conf)]
         )
-    wrong = test.get("misclassified", [])
-    body += (
-        "<p>Misclassified test samples (left out of per-sample distributions): "
-        f"{html.escape(str(wrong)) if wrong else 'none'}</p>"
-    )
+    if wrong:
+        body += ("<h3>Misclassified test samples (left out of per-sample distributions, "
+                 "flagged in the exports)</h3>" + _table(
+                     ["true class", "sample", "predicted", "P(glass)"],
+                     [[html.escape(str(w.get("class", ""))), w.get("sample", ""),
+                       html.escape(str(w.get("predicted", ""))), w.get("p_glass", float("nan"))]
+                      for w in wrong if isinstance(w, dict)]
+                     + [[html.escape(str(w)), "", "", ""] for w in wrong
+                        if not isinstance(w, dict)]))
+    else:
+        body += "<p>Misclassified test samples: none.</p>"
     hist = m.get("history", [])
     if hist:
         ep = np.array([h["epoch"] for h in hist])
@@ -204,18 +332,23 @@ def cooling_section(rep: Report) -> None:
     if done.size == 0:
         rep.add("Fig. S6/S7 — cooling and g(r)", _missing("samples", "no sample is done"))
         return
-    pick = done[: min(8, done.size)]
-    tm = np.asarray(
-        root["cooling/target_temperature"].get_orthogonal_selection((pick, slice(None)))
-    )
-    pe = np.asarray(root["cooling/potential_energy"].get_orthogonal_selection((pick, slice(None))))
+    tm = np.asarray(root["cooling/target_temperature"][:], dtype=np.float64)[done]
+    pe = np.asarray(root["cooling/potential_energy"][:], dtype=np.float64)[done]
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a record no sample reached: NaN
+        t_mean, u_mean = np.nanmean(tm, axis=0), np.nanmean(pe, axis=0)
+        u_std = np.nanstd(pe, axis=0)
+    keep = np.isfinite(t_mean) & np.isfinite(u_mean)
+    lab = f"mean of {done.size} samples"
     body = rep.figure(
         "figS6_energy_temperature.png",
-        f"Fig. S6 analogue: potential energy per particle vs temperature during the quench "
-        f"({len(pick)} samples); a crystallisation would show as a jump",
-        lambda p: plots.curves({f"sample {s}": tm[i] for i, s in enumerate(pick)},
-                               {f"sample {s}": pe[i] for i, s in enumerate(pick)},
-                               p, "T (thermostat target along the ramp)", "U / N"),
+        f"Fig. S6 analogue: potential energy per particle vs temperature during the quench, "
+        f"mean over the {done.size} samples (shaded: ± one standard deviation between "
+        "samples); a crystallisation would show as a jump",
+        lambda p: plots.curves({lab: t_mean[keep]}, {lab: u_mean[keep]},
+                               p, "T (thermostat target along the ramp)", "U / N",
+                               bands={lab: (u_mean[keep] - u_std[keep],
+                                            u_mean[keep] + u_std[keep])}),
     )
     frames = {}
     for cls in ("liquid", "glass"):
@@ -225,15 +358,22 @@ def cooling_section(rep: Report) -> None:
     r_max = float(min(5.0, 0.45 * np.min(frames["glass"][0][1])))
     gr = {cls: mean_radial_distribution(f, r_max=r_max, bins=120) for cls, f in frames.items()}
     body += rep.figure(
-        "figS7_gr.png", "Fig. S7 analogue: g(r) of liquid (T_L) and glass (T_G) samples",
+        "figS7_gr.png", "Fig. S7 analogue: total g(r) (all particles, A and B together; not "
+        f"the partials) of {len(frames['glass'])} liquid (T_L) and glass (T_G) samples",
         lambda p: plots.curves({c: gr[c][0] for c in gr}, {c: gr[c][1] for c in gr}, p,
-                               "r", "g(r)"),
+                               "r", "total g(r)"),
     )
     rep.add("Fig. S6/S7 — cooling and g(r)", body)
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
     return read_csv(path) if path.exists() else []
+
+
+def _span(values: Sequence[float], digits: int = 2) -> str:
+    """``0.26`` when the values agree to ``digits`` significant digits, else ``0.55–0.85``."""
+    lo, hi = _f(min(values), digits), _f(max(values), digits)
+    return lo if lo == hi else f"{lo}–{hi}"
 
 
 def _mean_by(rows: Sequence[dict[str, str]], key: str, value: str) -> dict[str, float]:
@@ -273,28 +413,51 @@ def significance_section(rep: Report, system: str) -> None:
             "Spearman–Brown corrected, square root). x_A (local fraction of species A) and E "
             "(per-particle potential energy) are baselines; <i>partial</i> is the correlation "
             "with Δ̄ given x_A.</p>")
+    def c_ci(r: dict[str, Any]) -> tuple[str, str]:
+        c, lo, hi = _ci(r["c_mean"], r["ci_low"], r["ci_high"])
+        return (c, f"[{lo}, {hi}]") if r["reached"] else ("–", "–")
+
     body += _table(
-        ["T", "indicator", "δ", "δ reached", "configs", "ξ", "C (mean)", "95 % CI", "null mean",
-         "null p95", "p", "noise ceiling", "partial | x_A", "null other"],
+        ["T", "indicator", "δ target", "δ reached (mean)", "configs", "ξ", "C (mean)", "95 % CI",
+         "null mean", "null p95", "p", "noise ceiling", "partial | x_A", "null other"],
         [[r["temperature"], html.escape(r["correlated_as"]), r["delta_target"],
           _f(r["delta_reached"], 2) if r["reached"] else "not reached", r["configurations"],
-          _f(r["xi"], 2), _f(r["c_mean"]),
-          f"[{_f(r['ci_low'])}, {_f(r['ci_high'])}]" if r["reached"] else "–",
-          _f(r["null_mean"]), _f(r["null_p95"]), _f(r["p_value"], 2),
-          _f(r["noise_ceiling"]), _f(r["partial_given_composition"]),
-          _f(r["null_other_configuration_mean"])] for r in rows])
+          _f(r["xi"], 2), *c_ci(r),
+          _f(r["null_mean"], 2), _f(r["null_p95"], 2), _p(r["p_value"]),
+          _f(r["noise_ceiling"], 2), _f(r["partial_given_composition"], 2),
+          _f(r["null_other_configuration_mean"], 2)] for r in rows])
     agreement = _rows(rep.run / "tables" / "ensemble_agreement.csv")
     if agreement:
         body += ("<h3>CNN ensemble: do independently seeded networks see the same Γ?</h3>"
                  + _table(["class", "networks", "samples", "Pearson of Γ_a, Γ_b (bare)",
                            "coarse-grained (ξ)"],
                           [[r["class"], r["members"], r["samples"],
-                            f"{_f(r['pearson_bare_mean'])} ± {_f(r['pearson_bare_std'])}",
-                            f"{_f(r['pearson_cg_mean'])} ± {_f(r['pearson_cg_std'])} "
-                            f"({_f(r['xi'], 2)})"] for r in agreement])
+                            _pm(r["pearson_bare_mean"], r["pearson_bare_std"]),
+                            f"{_pm(r['pearson_cg_mean'], r['pearson_cg_std'])} "
+                            f"(ξ = {_f(r['xi'], 2)})"] for r in agreement])
                  + "<p>Γ correlated with Δ is the members' mean (gradcam.zarr 'gamma'); "
                  "each member's own Γ is in 'gamma_members'.</p>")
     rep.add("Significance — is the correlation more than chance?", body)
+
+
+_AT_DELTA = re.compile(r"at delta = ([-+0-9.eE]+)")
+
+
+def _how(texts: Sequence[str]) -> str:
+    """The 'how' of a Table 3 row over its configurations, with the δ each one measured at as
+    their range, and how many did not reach the target δ ≈ 1 (those measured at their largest
+    δ, which is named, never relabelled)."""
+    from glasscam.analysis.correlate.judge import target_output
+
+    deltas = [float(m.group(1)) for t in texts if (m := _AT_DELTA.search(t))]
+    if not deltas:
+        return html.escape(texts[0])
+    text = html.escape(_AT_DELTA.sub(f"at δ = {_span(deltas)}", texts[0]))
+    missed = sum(target_output(np.array([d]), 1.0) is None for d in deltas)
+    if missed:
+        text += (f" <b>(target δ ≈ 1 not reached by {missed} of {len(deltas)} configurations: "
+                 "measured at their largest δ)</b>")
+    return text
 
 
 def tables_section(rep: Report, system: str) -> None:
@@ -308,13 +471,13 @@ def tables_section(rep: Report, system: str) -> None:
         for temp in sorted({r["temperature"] for r in t3}, key=float):
             mine = [r for r in t3 if r["temperature"] == temp]
             for var, xi in _mean_by(mine, "variable", "xi").items():
-                how = next(r["how"] for r in mine if r["variable"] == var)
+                how = _how([r["how"] for r in mine if r["variable"] == var])
                 flagged = any(r["cutoff_beyond_half_box"] == "True" for r in mine
                               if r["variable"] == var)
                 paper = (paper_xi["Delta"] if var.startswith("Delta")
                          else paper_xi["structural"])
                 rows.append([temp, html.escape(var), _f(xi, 2), paper,
-                             "3ξ > L/2" if flagged else "", html.escape(how)])
+                             "3ξ > L/2" if flagged else "", how])
         body = _table(["T", "variable", "ξ (mean over configurations)", "ξ (paper)", "flag",
                        "how"], rows)
         body += ("<p>Paper: ξ_Δ = 4 for both systems; ξ of the structural indicators 8 (KAM) / "
@@ -326,17 +489,21 @@ def tables_section(rep: Report, system: str) -> None:
         rep.add("Table 3 — coarse-graining lengths",
                 _missing("table3_xi.csv", "no propensity store analysed"))
     if t4:
-        rows = [[r["temperature"], r["sample"], html.escape(r["quantity"]), _f(r["pearson"]),
-                 _f(r["delta"], 2), r["ensemble_size"], r["replicas"]] for r in t4]
+        rows = [[r["temperature"], r["sample"],
+                 html.escape(r["quantity"] + (f": {r['note']}" if r.get("note") else "")),
+                 _f(r["pearson"]), _f(r["delta"], 2), r["ensemble_size"], r["replicas"]]
+                for r in t4]
         rep.add("Table 4 — propensity ensembles",
-                _table(["T", "sample", "quantity", "Pearson", "δ", "ensemble size",
-                        "replicas"], rows) + "<p>The paper's Table 4 is an image.</p>")
+                _table(["T", "sample", "quantity", "Pearson", "δ (reached; target 1)",
+                        "ensemble size", "replicas"], rows)
+                + "<p>The paper's Table 4 is an image. A configuration whose run did not reach "
+                "δ ≈ 1 is skipped, and says so.</p>")
     else:
         rep.add("Table 4 — propensity ensembles", _missing("table4_ensembles.csv", "not written"))
     if t5:
         rows = [[r["temperature"], html.escape(r["correlated_as"]), _f(r["xi"], 2),
-                 f"{_f(r['c_max'])} [{_f(r['ci_low'])}, {_f(r['ci_high'])}]",
-                 _f(r["null_p95"]), _f(r["p_value"], 2), _f(r["noise_ceiling"]),
+                 "{} [{}, {}]".format(*_ci(r["c_max"], r["ci_low"], r["ci_high"])),
+                 _f(r["null_p95"], 2), _p(r["p_value"]), _f(r["noise_ceiling"], 2),
                  paper_c.get(r["indicator"], "–"), _f(r["delta_star"], 2),
                  r["configurations"]] for r in t5]
         rep.add("Table 5 — maximum correlation with the propensity",
@@ -347,11 +514,12 @@ def tables_section(rep: Report, system: str) -> None:
                 _missing("table5_cmax.csv", "no propensity store analysed"))
     s2 = _rows(tables / "tableS2_pairs_summary.csv")
     if s2:
-        rows = [[r["class"], r["pair"], r["samples"], r["pearson_mean"], r["pearson_std"],
-                 r["spearman_mean"], r["spearman_std"]] for r in s2]
+        rows = [[r["class"], html.escape(r["pair"]), r["samples"],
+                 _pm(r["pearson_mean"], r["pearson_std"]),
+                 _pm(r["spearman_mean"], r["spearman_std"])] for r in s2]
         rep.add("Table S2 — inter-indicator correlations per sample",
-                _table(["class", "pair", "samples", "Pearson mean", "Pearson std",
-                        "Spearman mean", "Spearman std"], rows))
+                _table(["class", "pair", "samples", "Pearson (mean ± std)",
+                        "Spearman (mean ± std)"], rows))
 
 
 def curve_figures(rep: Report, system: str) -> None:
@@ -363,25 +531,61 @@ def curve_figures(rep: Report, system: str) -> None:
             rows = [r for r in f3 if r["temperature"] == temp]
             xs, ys = {}, {}
             targets = sorted({r["delta_target"] for r in rows} - {"largest"}, key=float)
+            nconf = len({r["sample"] for r in rows})
             for target in [*targets, "largest"]:
                 mine = [r for r in rows if r["delta_target"] == target]
                 if not mine:
                     continue
                 by_r = _mean_by(mine, "r", "c")
-                name = (f"δ ≈ {target} (reached)" if target != "largest" else
-                        f"largest δ = {np.mean([float(r['delta']) for r in mine]):.2g}")
+                # the δ each configuration reached (their range), never the target's
+                reached = _span([float(d) for d in {r["sample"]: r["delta"] for r in mine}
+                                 .values()])
+                have = len({r["sample"] for r in mine})
+                name = (f"δ = {reached} (target {target}"
+                        + (f"; {have} of {nconf} configurations" if have < nconf else "") + ")"
+                        if target != "largest" else f"largest δ of the run = {reached}")
                 xs[name] = np.array([float(k) for k in by_r])
                 ys[name] = np.array(list(by_r.values()))
+            largest = max(float(r["delta"]) for r in rows)
+            missed = [f"{t:g}" for t in DELTA_TARGETS if f"{t:g}" not in targets]
+            note = (f"; δ target(s) {', '.join(missed)} not reached (largest δ reached by a "
+                    f"configuration: {_f(largest, 2)}): no curve" if missed else "")
             body += rep.figure(
                 f"fig3_c_delta_T{temp}.png",
                 f"Fig. 3 analogue: C_Δ(r) of the bare propensity at T = {temp}, mean over "
-                "configurations, at the δ targets that were reached and at the largest δ of the "
-                "run (under its own value)",
+                "configurations, labelled with the δ actually reached (its range over "
+                "configurations) and the target it stands for, and at the largest δ of each "
+                f"configuration's run{note}",
                 lambda p, xs=xs, ys=ys: plots.curves(xs, ys, p, "r", "C_Δ(r)",
                                                      hlines={"1/e": INV_E, "0": 0.0}),
             )
     f7 = _rows(tables / "fig7_mean.csv")
     paper_c = PAPER["c_max"].get(system, {})
+    # the paper's dotted lines: the δ of Fig. 1's propensity panels (as reached there)
+    vlines = {f"Fig. 1: δ = {_f(d, 2)}": d for d in rep.fig1_deltas}
+    g5 = [r for r in f7 if r["indicator"] == "Gamma"]
+    if g5:
+        temps = sorted({r["temperature"] for r in g5}, key=float)
+        lab = g5[0]["correlated_as"]
+
+        def col5(temp, name):
+            return np.array([float(r[name]) for r in g5 if r["temperature"] == temp])
+
+        x5 = {f"T = {t}": col5(t, "delta") for t in temps}
+        y5 = {f"T = {t}": col5(t, "pearson") for t in temps}
+        b5 = {f"T = {t}": (col5(t, "band_low"), col5(t, "band_high")) for t in temps}
+        n5 = {f"T = {t}": (col5(t, "null_mean"), col5(t, "null_p95")) for t in temps}
+        h5 = {f"paper C_max {paper_c['Gamma']:g}": paper_c["Gamma"]} if "Gamma" in paper_c \
+            else None
+        body += rep.figure(
+            "fig5_gamma_vs_delta.png",
+            f"Fig. 5 analogue: C({lab}, Δ) vs δ, one curve per temperature: mean over "
+            "configurations (shaded: their 95 % spread; hatched: null mean to null 95th "
+            "percentile); dashed: the paper's C_max; dotted: the δ of Fig. 1's panels",
+            lambda p: plots.curves(x5, y5, p, "δ", "Pearson C", logx=True, hlines=h5,
+                                   bands=b5, null_bands=n5, vlines=vlines,
+                                   distinct_markers=True, legend_outside=len(temps) > 2),
+        )
     if f7:
         for temp in sorted({r["temperature"] for r in f7}, key=float):
             rows = [r for r in f7 if r["temperature"] == temp]
@@ -394,29 +598,16 @@ def curve_figures(rep: Report, system: str) -> None:
 
             xs = {labels[i]: col(i, "delta") for i in inds}
             ys = {labels[i]: col(i, "pearson") for i in inds}
-            bands = {labels[i]: (col(i, "band_low"), col(i, "band_high")) for i in inds}
             nulls = {labels[i]: (col(i, "null_mean"), col(i, "null_p95")) for i in inds}
-            if "Gamma" in inds:
-                lab = labels["Gamma"]
-                body += rep.figure(
-                    f"fig5_gamma_vs_delta_T{temp}.png",
-                    f"Fig. 5 analogue: C({lab}, Δ) vs δ at T = {temp}: mean over "
-                    "configurations (shaded: their 95 % spread; hatched: null mean to null 95th "
-                    "percentile); dashed: the paper's C_max",
-                    lambda p, lab=lab, xs=xs, ys=ys, bands=bands, nulls=nulls: plots.curves(
-                        {lab: xs[lab]}, {lab: ys[lab]}, p, "δ", "Pearson C", logx=True,
-                        references={lab: paper_c["Gamma"]} if "Gamma" in paper_c else None,
-                        bands={lab: bands[lab]}, null_bands={lab: nulls[lab]},
-                        vlines=DELTA_LINES),
-                )
             body += rep.figure(
                 f"fig7_indicators_vs_delta_T{temp}.png",
                 f"Fig. 7 analogue: C(indicator, Δ) vs δ at T = {temp}, mean over "
-                "configurations with the null band (hatched); dashed: the paper's C_max",
+                "configurations with the null band (hatched); dashed: the paper's C_max; "
+                "dotted: the δ of Fig. 1's panels",
                 lambda p, xs=xs, ys=ys, labels=labels, nulls=nulls: plots.curves(
                     xs, ys, p, "δ", "Pearson C", logx=True,
                     references={labels[i]: paper_c[i] for i in labels if i in paper_c},
-                    null_bands=nulls, vlines=DELTA_LINES),
+                    null_bands=nulls, vlines=vlines, legend_outside=True),
             )
     f6 = _rows(tables / "fig6_pairs_per_sample.csv")
     if f6:
@@ -457,7 +648,8 @@ def maps_section(rep: Report, system: str) -> None:
     from glasscam.analysis.correlate.judge import target_output
     from glasscam.analysis.correlate.tables import FLIP, SYMBOLS, open_inputs, sample_fields
     from glasscam.analysis.dynamics.propensity import ensemble_splits, open_configurations
-    from glasscam.analysis.report.export import write_extxyz
+    from glasscam.analysis.report.export import export_samples, frame_info, write_extxyz
+    from glasscam.insitu import systems
 
     try:
         inp = open_inputs(rep.run, system)
@@ -468,6 +660,10 @@ def maps_section(rep: Report, system: str) -> None:
     body = ""
     t3 = _rows(rep.run / "tables" / "table3_xi.csv")
     confs = open_configurations(inp.propensity_paths[0]) if inp.propensity_paths else []
+    try:  # particles drawn at their species' diameters
+        diameters = systems.get(inp.system).diameters
+    except ValueError:
+        diameters = (1.0, 1.0)
     for conf in confs[:1]:
         sample, temp = int(conf.sample), float(conf.temperature)
         pos, types, box = conf.positions, conf.types, conf.box
@@ -485,34 +681,48 @@ def maps_section(rep: Report, system: str) -> None:
             shown = 1.0 - cg if flip else cg
             label = f"{'1−' if flip else ''}{SYMBOLS[name]} (ξ = {x:g})"
             panels.append((label, shown))
-            columns[f"{SYMBOLS[name]}_bare"] = values
-            columns[f"{SYMBOLS[name]}_cg"] = cg
+            columns[name] = values
+            columns[f"{name}_cg"] = cg
+        info = frame_info(inp, "glass", sample) | {"temperature": temp}
+        missed = []
         for target in DELTA_TARGETS:
             k = target_output(delta, target)
-            if k is None:  # never another δ under this one's name
-                panels.append((f"Δ at δ ≈ {target:g}: not reached", np.full(len(pos), 0.5)))
+            if k is None:  # never another δ under this one's name: no panel, a note
+                missed.append(f"{target:g}")
                 continue
             d = normalize(coarse_grain_pairs(prop[k], pairs, xi_d, 3.0 * xi_d))
-            panels.append((f"Δ at δ = {delta[k]:.2g} (ξ_Δ = {xi_d:.2g})", d))
+            panels.append((f"Δ at δ = {_f(delta[k], 2)}\n(target {target:g}; "
+                           f"ξ_Δ = {_f(xi_d, 2)})", d))
+            rep.fig1_deltas.append(float(delta[k]))
             tag = f"{target:g}".replace(".", "p")
-            columns[f"Delta_{tag}_bare"] = prop[k]
-            columns[f"Delta_{tag}_cg"] = d
+            columns[f"propensity_{tag}"] = prop[k]
+            columns[f"propensity_{tag}_cg"] = d
+            info[f"propensity_{tag}_delta"] = float(delta[k])
+        finite = delta[np.isfinite(delta)]
+        note = (f" Δ at δ ≈ {', '.join(missed)} is not shown: this configuration's run stopped "
+                f"at δ = {_f(finite.max() if finite.size else float('nan'), 2)} (target "
+                "not reached)." if missed else "")
         body += rep.figure(
             f"fig1_maps_sample{sample}.png",
             f"Figs. 1–2 analogue: glass sample {sample}, coarse-grained and normalised "
-            f"indicators and propensity at T = {temp:g}",
+            f"indicators and propensity at T = {temp:g}, each Δ panel labelled with the δ it "
+            f"reached; particles drawn at their diameters σ_A = {diameters[0]:.3g}, "
+            f"σ_B = {diameters[1]:.3g}, scale bar in σ.{note}",
             lambda p, panels=panels, pos=pos, types=types, box=box: plots.particle_maps(
-                panels, pos, types, box, p),
+                panels, pos, types, box, p, diameters=diameters),
         )
         out = write_extxyz(export_dir / f"glass_{sample}_T{temp:g}.extxyz", pos, types, box,
-                           columns, comment=f"glasscam glass sample {sample} T={temp:g}")
-        body += f'<p>OVITO export: <a href="export/{out.name}">{out.name}</a></p>'
+                           columns, info)
+        body += (f'<p>Export of these fields (extended XYZ; ASE and OVITO read it): '
+                 f'<a href="export/{out.name}">{out.name}</a></p>')
         # Fig. 4: ensembles, bare vs coarse-grained, at δ ≈ 1
         size = min(30, len(conf.replicas) // 3)
         k = target_output(delta, 1.0)
+        which = "target 1"
         if k is None:  # δ ≈ 1 not reached: the largest δ of the run, under its own value
             finite = np.flatnonzero(np.isfinite(delta))
             k = int(finite[-1]) if finite.size else None
+            which = "the largest of the run: target 1 not reached"
         if size >= 1 and k is not None:
             crd = np.asarray(conf.crd(k), dtype=np.float64)
             ens = [(name, crd[idx].mean(axis=0))
@@ -523,29 +733,322 @@ def maps_section(rep: Report, system: str) -> None:
                            for n, v in ens]
             body += rep.figure(
                 "fig4_ensembles.png",
-                f"Fig. 4 analogue: propensity of disjoint replica ensembles at δ = {delta[k]:.2g}"
-                ", bare (top) and coarse-grained (bottom)",
+                f"Fig. 4 analogue: propensity of disjoint replica ensembles at δ = "
+                f"{_f(delta[k], 2)} ({which}), bare (top) and coarse-grained (bottom)",
                 lambda p, ens_panels=ens_panels, pos=pos, types=types, box=box: (
-                    plots.particle_maps(ens_panels, pos, types, box, p, ncol=4)),
+                    plots.particle_maps(ens_panels, pos, types, box, p, ncol=4,
+                                        diameters=diameters)),
             )
     # export of every analysed test configuration with its bare indicators
-    n_exported = 0
-    from glasscam.analysis.stage import select_samples
-
-    for cls in ("glass", "liquid"):
-        for idx in select_samples(inp.samples, cls, "test", str(inp.samples_path)):
-            fields = sample_fields(inp, cls, int(idx))
-            pos = np.asarray(inp.samples[f"{cls}/positions"][int(idx)], dtype=np.float64)
-            types = np.asarray(inp.samples[f"{cls}/types"][int(idx)])
-            box = np.asarray(inp.samples[f"{cls}/box"][int(idx)])
-            write_extxyz(export_dir / f"{cls}_{int(idx)}.extxyz", pos, types, box,
-                         {SYMBOLS[k]: v for k, v in fields.items()})
-            n_exported += 1
-    body += (f"<p>{n_exported} analysed test configurations exported with their per-particle "
-             f"fields to <code>export/</code> (extended XYZ, opens in OVITO).</p>")
+    n_exported = len(export_samples(inp, export_dir, "test"))
+    body += (f"<p>{n_exported} test configurations exported with their per-particle fields to "
+             "<code>export/</code> (extended XYZ: ASE and OVITO read it; species Ni = A, P = B "
+             "as placeholders, integer <code>type</code> 1 = A / 2 = B and <code>id</code>; "
+             "columns <code>gamma</code>, <code>voronoi</code>, <code>ttop</code>; info "
+             "<code>misclassified</code>, <code>p_glass</code>). "
+             "<code>glasscam export --lammps-data SAMPLE</code> writes a sample as a LAMMPS "
+             "data file.</p>")
     if not inp.propensity_paths:
         body = _missing("Figures 1–2, 4", "no propensity store in the run folder") + body
     rep.add("Figures 1–2, 4 — particle maps", body)
+
+
+def attribution_section(rep: Report, system: str) -> None:
+    """Which attribution sees the dynamics? The ranking of every method × layer (scored like Γ),
+    the sanity checks, and the raw maps of one configuration side by side (issue 16). Only
+    when the run holds ``gradcam_*.zarr`` stores."""
+    from glasscam.analysis.correlate import attribution_ranking as ar
+
+    if not ar.has_rivals(rep.run):
+        return
+    title = "Which attribution sees the dynamics? Grad-CAM and its rivals"
+    rows = _rows(rep.run / "tables" / "attribution_ranking.csv")
+    if not rows:
+        rep.add(title, _missing("attribution_ranking.csv", "run `glasscam correlate`"))
+        return
+    def want(r: dict[str, str]) -> str:  # the row each store is ranked by
+        by = r["ranked_by"]
+        return "max" if by == "C_max" else f"{ar.DELTA_TARGET:g}" if by else "none"
+
+    primary = [r for r in rows if r["delta_target"] == want(r)]
+
+    def c_ci(r: dict[str, str]) -> tuple[str, str]:
+        if r["reached"] != "True":
+            return "not reached" if r["delta_target"] != "none" else "–", "–"
+        c, lo, hi = _ci(r["c_mean"], r["ci_low"], r["ci_high"])
+        return c, f"[{lo}, {hi}]"
+
+    body = ("<p>Every attribution map is mapped to the particles (a CAM by the inverse "
+            "gridization, an input-space map by the gridization's adjoint: each particle reads "
+            "its own species' channel) and scored exactly like Γ: 1 − score coarse-grained, C "
+            "with Δ̄ maximised over ξ, the torus-translation null repeating that maximum, the "
+            "bootstrap CI over configurations and replicas, the noise ceiling of the replicas. "
+            f"Ranked by {html.escape(primary[0]['ranked_by'] or 'C') if primary else 'C'}; "
+            "p (Holm): adjusted over the methods of the table, since picking the best of "
+            "many is a selection too; "
+            "agreement: Spearman ρ of the particle scores with the paper's Grad-CAM (mean ± std "
+            "over test samples); cost: ms per image for every network of the ensemble on the "
+            "recorded device. Per δ target: tables/attribution_ranking.csv.</p>")
+    body += _table(
+        ["rank", "method", "layer", "T", "δ", "configs", "C (mean)", "95 % CI", "p",
+         "p (Holm)", "null p95", "noise ceiling", "C / ceiling", "ρ with Grad-CAM",
+         "ms / image"],
+        [[r["rank"], html.escape(r["method"]), r["layer"], r["temperature"],
+          r["delta_target"], r["configurations"], *c_ci(r), _p(r["p_value"]),
+          _p(r.get("p_holm", "nan")),
+          _f(r["null_p95"], 2), _f(r["noise_ceiling"], 2), _f(r["fraction_of_ceiling"], 2),
+          _pm(r["agreement_with_gradcam"], r["agreement_std"]), _f(r["ms_per_sample"], 2)]
+         for r in primary])
+    sanity = _rows(rep.run / "tables" / "attribution_sanity.csv")
+    if sanity:
+        for r in sanity:
+            r["passes"] = r["passes"] == "True"
+        verdicts = ar.method_verdicts(sanity)
+        failing = [v for v in verdicts.values() if " FAILS " in v]
+        if failing:
+            rep.caution(f"{len(failing)} attribution method(s) fail the randomisation sanity "
+                        "check (section 'Which attribution sees the dynamics?').")
+        body += ("<h3>Sanity checks (Adebayo et al. 2018)</h3><ul>"
+                 + "".join(f"<li>{html.escape(v)}</li>" for v in verdicts.values()) + "</ul>"
+                 + f"<p>A randomised network's map must differ from the trained one (mean rank "
+                 f"correlation ρ &lt; {ar.RHO_MAX}) and its C with Δ must fall to the null "
+                 f"(p ≥ {ar.ALPHA}). cascade:&lt;module&gt;: the weights re-drawn from the "
+                 "output layer down to that module; shuffled-labels: networks trained on "
+                 "permuted labels.</p>")
+        body += _table(
+            ["method", "layer", "randomisation", "ρ with trained", "samples (constant)", "T",
+             "δ", "C (mean)", "p", "passes"],
+            [[html.escape(r["method"]), r["layer"], html.escape(r["randomization"]),
+              _pm(r["rank_correlation"], r["rank_correlation_std"]),
+              f"{r['samples']} ({r['constant_maps']})", r["temperature"], r["delta_target"],
+              _f(r["c_mean"], 2), _p(r["p_value"]), "yes" if r["passes"] else "NO"]
+             for r in sanity])
+    body += _attribution_maps(rep, system)
+    rep.add(title, body)
+
+
+def _attribution_maps(rep: Report, system: str) -> str:
+    """Raw maps of one glass configuration (the first propensity configuration's, else the
+    first test sample every store holds), every trained method × layer side by side, and
+    their coarse-grained particle scores beside Δ."""
+    from glasscam.analysis.correlate import attribution_ranking as ar
+    from glasscam.analysis.correlate.coarse_grain import PairList, coarse_grain_pairs, normalize
+    from glasscam.analysis.correlate.judge import target_output
+    from glasscam.analysis.dynamics.propensity import open_configurations
+    from glasscam.insitu.schema import open_samples_store
+
+    try:
+        stores = [s for s in ar.find_stores(rep.run) if s.randomize is None]
+        samples = open_samples_store(rep.run / "samples.zarr")
+    except (FileNotFoundError, ValueError) as err:
+        return _missing("attribution maps", str(err))
+    props = sorted(rep.run.glob("propensity*.zarr"))
+    conf = next(iter(open_configurations(props[0])), None) if props else None
+    if conf is not None:
+        sample = int(conf.sample)
+    else:
+        done = np.ones(samples["split"].shape[0], dtype=bool)
+        for s in stores:
+            done &= np.asarray(s.root["glass/done"][:], dtype=bool)
+        test = np.flatnonzero(done & (np.asarray(samples["split"][:]) == 2))
+        if not test.size:
+            return _missing("attribution maps", "no test sample done in every store")
+        sample = int(test[0])
+    stores = [s for s in stores if bool(s.root["glass/done"][sample])]
+    if not stores:
+        return _missing("attribution maps", f"glass sample {sample} not done in the stores")
+    panels = [(s.label, np.asarray(s.root["glass/cam"][sample])) for s in stores]
+    out = rep.figure(
+        f"attribution_maps_sample{sample}.png",
+        f"Raw attribution maps of glass sample {sample} (class glass), every method × layer, "
+        "each on its own colour scale; an input-space map is shown summed over species",
+        lambda p: plots.image_grid(panels, p))
+    pos = np.asarray(samples["glass/positions"][sample], dtype=np.float64)
+    types = np.asarray(samples["glass/types"][sample])
+    box = np.asarray(samples["glass/box"][sample], dtype=np.float64)
+    ranking = {(r["store"]): r for r in _rows(rep.run / "tables" / "attribution_ranking.csv")
+               if r["delta_target"] in ("max", "none")}
+    xis = {s.path.name: _number(ranking.get(s.path.name, {}).get("xi", "nan")) for s in stores}
+    xis = {k: (float(v) if v is not None and np.isfinite(v) else 2.0) for k, v in xis.items()}
+    pairs = PairList.build(pos, box, 3.0 * max([*xis.values(), 1.0]))
+    particles = []
+    for s in stores:
+        x = xis[s.path.name]
+        g = np.asarray(s.root["glass/gamma"][sample], dtype=np.float64)
+        particles.append((f"1−{s.label} (ξ = {x:g})",
+                          1.0 - normalize(coarse_grain_pairs(g, pairs, x, 3.0 * x))))
+    if conf is not None:
+        k = target_output(conf.delta, 1.0)
+        if k is None:
+            k = int(np.flatnonzero(np.isfinite(conf.delta))[-1])
+        t3 = [r for r in _rows(rep.run / "tables" / "table3_xi.csv")
+              if r["variable"] == "Delta (used)" and int(r["sample"]) == sample]
+        xi_d = float(t3[0]["xi"]) if t3 else 2.0
+        pairs_d = PairList.build(pos, box, 3.0 * max(xi_d, 1.0))
+        particles.append((f"Δ at δ = {_f(conf.delta[k], 2)} (ξ_Δ = {_f(xi_d, 2)})",
+                          normalize(coarse_grain_pairs(conf.propensity[k], pairs_d, xi_d,
+                                                       3.0 * xi_d))))
+    from glasscam.insitu import systems
+
+    try:  # particles drawn at their species' diameters
+        diameters = systems.get(system).diameters
+    except ValueError:
+        diameters = (1.0, 1.0)
+    out += rep.figure(
+        f"attribution_particles_sample{sample}.png",
+        f"Glass sample {sample}: 1 − the coarse-grained, normalised particle score of every "
+        "method (at the ξ of its C_max)" + (" beside the coarse-grained propensity"
+                                             if conf is not None else ""),
+        lambda p: plots.particle_maps(particles, pos, types, box, p, diameters=diameters,
+                                      ncol=4))
+    return out
+
+
+def crossing_temperature(temperatures: np.ndarray, p_glass: np.ndarray,
+                         level: float = 0.5) -> float:
+    """The temperature where P(glass) first reaches ``level`` along a cooling ramp (rows in
+    ramp order, T decreasing), linearly interpolated; NaN if it never does."""
+    t = np.asarray(temperatures, dtype=float)
+    p = np.asarray(p_glass, dtype=float)
+    above = p >= level
+    hits = np.flatnonzero(above[1:] & ~above[:-1]) + 1
+    if above.size and above[0]:
+        return float(t[0])
+    if not hits.size:
+        return float("nan")
+    k = int(hits[0])
+    f = (level - p[k - 1]) / (p[k] - p[k - 1])
+    return float(t[k - 1] + f * (t[k] - t[k - 1]))
+
+
+def live_curves(root, system: str, max_frames: int = 64) -> dict[str, np.ndarray]:
+    """From a ``glasscam.live/1`` store: time, P(glass), and at up to ``max_frames`` evenly
+    spaced frames the persistence C(Γ(t0), Γ(t)) (bare and coarse-grained) and, when it holds
+    displacements, C(1−Γ(t), Δ(t)) and C(1−Γ(t0), Δ(t)) (Δ: |CRD| since t0; orientation as
+    the correlate stage's, FLIP). Every field is coarse-grained on the first frame's positions
+    (the correlate stage's kernel and cutoff: ξ structural for Γ, ξ_Δ for Δ), then Pearson."""
+    from glasscam.analysis.correlate.coarse_grain import PairList, coarse_grain_pairs, normalize
+    from glasscam.analysis.correlate.judge import FLIP
+    from glasscam.analysis.correlate.measures import oriented, pearson
+    from glasscam.analysis.paper import XI_DELTA
+
+    done = np.asarray(root["done"][:], dtype=bool)
+    frames = int(np.argmin(done)) if not done.all() else int(done.size)
+    out: dict[str, np.ndarray] = {"time": np.asarray(root["time"][:frames]),
+                                  "p_glass": np.asarray(root["p_glass"][:frames])}
+    if frames < 2:
+        return out
+    pick = np.unique(np.linspace(0, frames - 1, min(frames, max_frames)).round().astype(int))
+    gamma = np.asarray(root["gamma"].get_orthogonal_selection((pick,)), dtype=np.float64)
+    crd = np.asarray(root["crd"].get_orthogonal_selection((pick,)), dtype=np.float64)
+    pos0 = np.asarray(root["positions"][0], dtype=np.float64)
+    box0 = np.asarray(root["box"][0], dtype=np.float64)
+    xi_g = float(PAPER["xi"].get(system, PAPER["xi"]["kam"])["structural"])
+    pairs = PairList.build(pos0, box0, 3.0 * max(xi_g, XI_DELTA))
+    cg = normalize(coarse_grain_pairs(gamma.T, pairs, xi_g))  # [N, F']
+    flip = FLIP.get(system, FLIP["kam"])["gamma"]
+    out["pick_time"] = out["time"][pick]
+    out["persistence_bare"] = np.array([pearson(gamma[0], g) for g in gamma])
+    out["persistence_cg"] = np.array([pearson(cg[:, 0], cg[:, k]) for k in range(len(pick))])
+    if np.isfinite(crd).all():
+        nan = float("nan")
+        moved = crd.max(axis=1) > 0
+        d = normalize(coarse_grain_pairs(np.where(moved[:, None], crd, 1.0).T, pairs,
+                                         XI_DELTA))
+        g_now = oriented(cg, flip)
+        out["c_now"] = np.array([pearson(g_now[:, k], d[:, k]) if moved[k] else nan
+                                 for k in range(len(pick))])
+        out["c_start"] = np.array([pearson(g_now[:, 0], d[:, k]) if moved[k] else nan
+                                   for k in range(len(pick))])
+        out["delta"] = crd.mean(axis=1)
+    return out
+
+
+def live_section(rep: Report, system: str) -> None:
+    """Live Grad-CAM (glasscam.insitu.live), shown when the run folder holds its stores: the
+    network's glass transition along the quench ramps (``*.live.zarr``, glasscam.live-ramp/1)
+    and, for every live time series (glasscam.live/1, e.g. of the aging deck), P(glass)(t),
+    the persistence of what the network sees and C(1−Γ(t), Δ(t))."""
+    from glasscam.analysis.correlate.judge import FLIP
+    from glasscam.insitu import schema, systems
+
+    found: dict[str, list[Path]] = {}
+    for path in sorted(rep.run.glob("*.zarr")):
+        try:
+            kind = schema.root_metadata(path).get("attributes", {}).get("schema")
+        except (OSError, schema.SchemaError):
+            continue
+        if kind in (schema.LIVE_SCHEMA, schema.RAMP_SCHEMA):
+            found.setdefault(kind, []).append(path)
+    if not found:
+        return
+    try:
+        t_star = float(systems.get(system).t_star)
+    except Exception:  # noqa: BLE001 - an unknown system: no T* line
+        t_star = None
+    body = ""
+    for path in found.get(schema.RAMP_SCHEMA, []):
+        root = schema.open_ramp_store(path)
+        done = np.flatnonzero(np.asarray(root["done"][:], dtype=bool))
+        if not done.size:
+            body += _missing(path.name, "no sample of the ramp is done")
+            continue
+        temps = np.asarray(root["target_temperature"].get_orthogonal_selection((done,)))
+        prob = np.asarray(root["p_glass"].get_orthogonal_selection((done,)))
+        t_half = crossing_temperature(temps[0], prob.mean(axis=0))
+        each = np.array([crossing_temperature(t, q) for t, q in zip(temps, prob, strict=True)])
+        body += rep.figure(
+            f"live_pglass_vs_T_{path.stem}.png",
+            f"The network's glass transition: P(glass) along the cooling ramp of {done.size} "
+            f"quench(es) ({path.name}); its mean crosses 1/2 at T = {_f(t_half)}, beside T* "
+            f"= {t_star if t_star is not None else '–'}",
+            lambda p, temps=temps, prob=prob, t_half=t_half: plots.pglass_vs_temperature(
+                temps, prob, p, t_half, t_star))
+        finite = each[np.isfinite(each)]
+        body += _table(
+            ["store", "samples", "T where mean P(glass) = 1/2", "per sample (mean ± sd)",
+             "samples crossing", "T* (paper)"],
+            [[html.escape(path.name), int(done.size), _f(t_half),
+              f"{_f(finite.mean())} ± {_f(finite.std())}" if finite.size else "–",
+              f"{finite.size} of {each.size}", t_star if t_star is not None else "–"]])
+    for path in found.get(schema.LIVE_SCHEMA, []):
+        root = schema.open_live_store(path)
+        params = dict(root.attrs["parameters"])
+        curves = live_curves(root, str(params.get("system") or system))
+        run = params.get("run") or {}
+        what = (f"glass sample {run['sample']} aged at T = {run['temp']:g}" if run.get("temp")
+                else "a live run")
+        if curves["time"].size == 0:
+            body += _missing(path.name, "no frame is done")
+            continue
+        body += f"<h3>{html.escape(path.name)}: {html.escape(what)}</h3>"
+        body += rep.figure(
+            f"live_pglass_t_{path.stem}.png",
+            f"P(glass)(t) seen in situ every frame of {path.name} ({curves['time'].size} "
+            "frames)",
+            lambda p, c=curves: plots.curves(c["time"], {"P(glass)": c["p_glass"]}, p,
+                                             "t (LJ time since the run's step 0)",
+                                             "P(glass)", hlines={"1/2": 0.5}))
+        if "persistence_cg" in curves:
+            body += rep.figure(
+                f"live_persistence_{path.stem}.png",
+                "Persistence of the structure the network sees: Pearson C(Γ(t0), Γ(t)) of "
+                "the particle scores, bare and coarse-grained (on the first frame's positions)",
+                lambda p, c=curves: plots.curves(
+                    c["pick_time"], {"bare": c["persistence_bare"],
+                                     "coarse-grained": c["persistence_cg"]},
+                    p, "t", "C(Γ(t0), Γ(t))", hlines={"0": 0.0}))
+        if "c_now" in curves:
+            lab = "1−Γ" if FLIP.get(system, FLIP["kam"])["gamma"] else "Γ"
+            body += rep.figure(
+                f"live_gamma_vs_delta_{path.stem}.png",
+                f"C({lab}(t), Δ(t)) and C({lab}(t0), Δ(t)) in one trajectory: Δ = |CRD| since "
+                "t0 (one replica, not an isoconfigurational mean), both coarse-grained",
+                lambda p, c=curves, lab=lab: plots.curves(
+                    c["pick_time"], {f"C({lab}(t), Δ(t))": c["c_now"],
+                                     f"C({lab}(t0), Δ(t))": c["c_start"]},
+                    p, "t", "Pearson C", hlines={"0": 0.0}))
+    rep.add("Live Grad-CAM — the network inside LAMMPS", body)
 
 
 def tables_list(rep: Report) -> None:
@@ -583,10 +1086,12 @@ def _build_report(run: Path) -> Path:
     system = info["system"]
     training_section(rep, system)
     significance_section(rep, system)
+    attribution_section(rep, system)
     tables_section(rep, system)
     maps_section(rep, system)
     curve_figures(rep, system)
     cooling_section(rep)
+    live_section(rep, system)
     tables_list(rep)
     toc = "".join(f'<li><a href="#s{i}">{html.escape(t)}</a></li>'
                   for i, (t, _) in enumerate(rep.sections))

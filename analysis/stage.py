@@ -56,6 +56,13 @@ def select_samples(samples_root, cls: str, split: str, where: str) -> np.ndarray
     return np.flatnonzero(done & (np.asarray(samples_root["split"][:]) == SPLITS[split]))
 
 
+def check_batch_size(batch_size: int) -> None:
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise StageInputError(
+            f"batch size (samples per task; --samples-per-task of `glasscam indicators`, "
+            f"--batch-size of `glasscam gradcam`) must be an integer >= 1, got {batch_size}")
+
+
 class SampleStage:
     """Per-sample stage: ``samples.zarr`` → an output store with one chunk per sample."""
 
@@ -139,20 +146,26 @@ class SampleStage:
     def update_provenance(self, root) -> None:
         """Refresh the informational attributes of a resumed store (default: none)."""
 
-    def plan(self, root, batch_size: int) -> list[tuple[str, list[int]]]:
-        """Batches (class, sample indices) still to do, classes in CLASSES order."""
-        if batch_size < 1:
-            raise StageInputError(f"batch size must be >= 1, got {batch_size}")
-        batches: list[tuple[str, list[int]]] = []
+    def plan(self, root, batch_size: int) -> list[tuple[str, list[int], list[int]]]:
+        """Batches (class, block, samples of the block still to do), classes in CLASSES order.
+
+        Blocks are fixed: the selected samples cut into runs of ``batch_size``, whatever is
+        done. A block with anything left is computed whole and only its samples not done are
+        written, so a resumed run computes every sample in the same batch as an uninterrupted
+        one (batched numerics, e.g. torch on the CPU, differ in the last bits with the batch's
+        composition)."""
+        check_batch_size(batch_size)
+        batches: list[tuple[str, list[int], list[int]]] = []
         selected = 0
         for cls in CLASSES:
             sel = select_samples(self.source, cls, self.split, self.samples)
             selected += len(sel)
             done = np.asarray(root[f"{cls}/done"][:], dtype=bool)
-            todo = sel[~done[sel]]
-            batches += [
-                (cls, todo[k : k + batch_size].tolist()) for k in range(0, len(todo), batch_size)
-            ]
+            for k in range(0, len(sel), batch_size):
+                block = sel[k : k + batch_size]
+                todo = block[~done[block]]
+                if len(todo):
+                    batches.append((cls, block.tolist(), todo.tolist()))
         if not selected:
             raise StageInputError(
                 f"{self.samples}: no done samples in split {self.split!r} (fields "
@@ -160,8 +173,10 @@ class SampleStage:
             )
         return batches
 
-    def run_batch(self, cls: str, indices: Sequence[int]) -> list[int]:
-        """Read, compute and write one batch (one task); ``done`` is written last."""
+    def run_batch(self, cls: str, indices: Sequence[int],
+                  write: Sequence[int] | None = None) -> list[int]:
+        """Read and compute one batch (one task); write the samples ``write`` of it (default:
+        all), each with its checksums and ``done`` last. Returns the samples written."""
         import zarr
 
         index = np.asarray(indices, dtype=np.int64)
@@ -181,9 +196,11 @@ class SampleStage:
         extra = sorted(set(results) - {p.split("/", 1)[1] for p in unit.covers})
         if extra:
             raise RuntimeError(f"{self.name}: compute() returned arrays {extra} not in the schema")
+        keep = np.ones(len(index), dtype=bool) if write is None else np.isin(index, write)
         # every array of every sample, their checksums, then done
-        integrity.write_units(dst, unit, index, {f"{cls}/{k}": v for k, v in results.items()})
-        return index.tolist()
+        integrity.write_units(dst, unit, index[keep],
+                              {f"{cls}/{k}": np.asarray(v)[keep] for k, v in results.items()})
+        return index[keep].tolist()
 
     def _setup_once(self) -> None:
         if not getattr(self, "_ready", False):
@@ -219,21 +236,22 @@ class SampleStage:
         running Dask scheduler. ``progress(done, total)`` is
         called after each batch.
         """
+        check_batch_size(batch_size)  # before anything is created
         with OutputLock(self.out, what=f"{self.name} store"):
             return self._run(backend, batch_size, workers, threads_per_worker, progress, echo)
 
     def _run(self, backend, batch_size, workers, threads_per_worker, progress, echo):
         root = self.open_or_create(echo)
         batches = self.plan(root, batch_size)
-        total = sum(len(b) for _, b in batches)
+        total = sum(len(todo) for _, _, todo in batches)
         mode = backend if backend in BACKENDS else "remote"
         t0 = time.perf_counter()
         if not batches:
             echo(f"{self.name}: nothing to do, every selected sample of {self.out} is done")
         elif mode == "serial":
             finished = 0
-            for cls, idx in batches:
-                finished += len(self.run_batch(cls, idx))
+            for cls, block, todo in batches:
+                finished += len(self.run_batch(cls, block, todo))
                 if progress is not None:
                     progress(finished, total)
         else:
@@ -257,8 +275,8 @@ class SampleStage:
         try:
             with client(address if mode == "remote" else mode, workers, threads,
                         self.slurm) as conn:
-                futures = [conn.submit(self.run_batch, cls, idx, pure=False)
-                           for cls, idx in batches]
+                futures = [conn.submit(self.run_batch, cls, block, todo, pure=False)
+                           for cls, block, todo in batches]
                 finished = 0
                 for fut in as_completed(futures):
                     finished += len(fut.result())  # re-raises a task's error, with its message

@@ -206,3 +206,57 @@ def wrap_float32(positions: np.ndarray, box: np.ndarray) -> np.ndarray:
     box32 = np.asarray(box).astype(np.float32)
     u32 = np.where(u32 >= box32, np.float32(0.0), u32)  # rounded up onto L: it is 0 mod L
     return np.ascontiguousarray(u32, dtype=np.float32)
+
+
+# ---- the command line's -var against the deck ---------------------------------------------
+
+
+def command_line() -> list[str]:
+    """This process's arguments (Linux ``/proc``; empty elsewhere or when unreadable)."""
+    try:
+        with open("/proc/self/cmdline", "rb") as fh:
+            return [a.decode(errors="replace") for a in fh.read().split(b"\0") if a]
+    except OSError:
+        return []
+
+
+def deck_names(text: str) -> set[str]:
+    """Variables a deck knows: declared (``variable NAME style ...``), referenced (``${NAME}``,
+    ``$N``, ``v_NAME``), and the model-table defaults that ``glasscam.insitu.systems:define``
+    declares."""
+    import re
+
+    names = set(re.findall(r"^\s*variable\s+(\w+)", text, re.M))
+    names |= set(re.findall(r"\$\{(\w+)\}", text)) | set(re.findall(r"\bv_(\w+)", text))
+    names |= set(re.findall(r"\$([A-Za-z0-9])(?![{\w])", text))
+    if "glasscam.insitu.systems:define" in text:
+        from glasscam.insitu.systems import SYSTEMS
+
+        for system in SYSTEMS.values():
+            names |= set(system.deck_defaults())
+    return names
+
+
+def check_variables(where: str, argv: list[str] | None = None) -> None:
+    """Refuse a ``-var NAME value`` the deck (``-in DECK``) never uses: a misspelt variable
+    (``-var nsample 5``) would otherwise be ignored and the run use the default. Does nothing
+    when the deck is unknown (LAMMPS driven from Python, input on stdin)."""
+    import difflib
+    import os
+
+    argv = command_line() if argv is None else argv
+    deck = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("-in", "-i")), None)
+    if deck is None or not os.path.isfile(deck):
+        return
+    with open(deck, errors="replace") as fh:
+        known = deck_names(fh.read())
+    given = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("-var", "-v")]
+    unknown = [g for g in given if g not in known]
+    if unknown:
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hints.append(f"'{name}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+        raise InputError(
+            f"{where}: -var {', '.join(hints)}: not a variable of the deck {deck}; it would be "
+            "ignored and the default used")

@@ -172,7 +172,13 @@ def reading(where: str, what: str, arr=None, index: tuple[int, ...] | None = Non
 def read_selection(group, name: str, index: np.ndarray, where: str) -> np.ndarray:
     """``group[name]`` at the leading ``index`` (orthogonal selection), with a
     :class:`CorruptStoreError` naming the chunk file and sample when a chunk is damaged."""
-    arr = group[name]
+    return read_rows(group[name], index, where)
+
+
+def read_rows(arr, index: np.ndarray, where: str | None = None) -> np.ndarray:
+    """``arr`` at the leading ``index`` (see :func:`read_selection`); ``where`` defaults to
+    the array's store folder."""
+    where = where or store_root(arr)
     index = np.asarray(index, dtype=np.int64)
     try:
         return np.asarray(arr.get_orthogonal_selection((index,)))
@@ -287,9 +293,35 @@ def repair(root, damages: Sequence[Damage]) -> list[tuple[Unit, tuple[int, ...]]
     return cleared
 
 
+#: what a killed write leaves: Zarr's local store writes ``<file>.<32 hex>.partial`` and renames
+#: it; glasscam's own atomic writes use ``.<name>.<pid>.<8 hex>.tmp``
+LEFTOVERS = ("*.????????????????????????????????.partial", ".*.*.????????.tmp")
+
+
+def leftovers(folder: str | os.PathLike) -> list[Path]:
+    """Temporary files of writes that were killed before their rename, under ``folder``."""
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    return sorted({p for pattern in LEFTOVERS for p in root.rglob(pattern) if p.is_file()})
+
+
+def sweep_leftovers(folder: str | os.PathLike, log: Callable[[str], None] | None = None
+                    ) -> int:
+    """Remove :func:`leftovers` (the caller holds the output's lock: no write is in flight)."""
+    found = leftovers(folder)
+    for path in found:
+        path.unlink(missing_ok=True)
+    if found and log is not None:
+        log(f"{folder}: removed {len(found)} temporary file(s) of writes interrupted earlier")
+    return len(found)
+
+
 def check_and_repair(root, where: str, log: Callable[[str], None]) -> int:
-    """What a writer does before resuming ``root``: verify, report, clear the damaged units
-    (they are redone by this run). Returns the number of units cleared."""
+    """What a writer does before resuming ``root``: remove the temporary files of interrupted
+    writes, verify, report, clear the damaged units (they are redone by this run). Returns the
+    number of units cleared."""
+    sweep_leftovers(where, log)
     damages = verify(root, where)
     if not damages:
         return 0

@@ -542,6 +542,7 @@ def setup(lmp, step: int, **kw: str) -> None:
 
     def prepare() -> dict[str, Any]:
         global _LOCK
+        deck.check_variables(WHERE)
         p = parse_parameters(kw)
         if _LOCK is not None:  # left by an earlier run in this process that stopped early
             _LOCK.release()

@@ -51,6 +51,14 @@ What each hook does:
   (:class:`glasscam.insitu.store.SampleWriter`).
 * ``finish`` (collective over the universe): frees the queue.
 
+P(glass) along the cooling (off unless ``setup`` gets ``cnn DIR``, deck variables ``cnn``,
+``livestride`` (default ``nrecord``; a multiple of it), ``livedevice``, ``livethreads``): the
+trained network's P(glass) and the temperature every ``livestride`` steps of each sample's
+cooling, in ``<out without .zarr>.live.zarr`` (:mod:`glasscam.insitu.live`): ``setup`` checks
+the model and creates that store, ``record`` takes the rows (a gather and a forward pass),
+the glass ``snapshot`` writes them just before the sample itself. These keywords are not
+sample parameters: the samples store and every sample are the same with or without them.
+
 The model (potential, default composition, density and temperatures) comes from the model
 table, :mod:`glasscam.insitu.systems`: the deck names it (``model kam``) and
 ``glasscam.insitu.systems:define`` / ``:potential`` turn it into deck variables and
@@ -97,8 +105,10 @@ PARAMETERS: dict[str, type] = {
 }
 # The deck's per-atom potential energy compute, gathered at each snapshot (samples/2)
 PARTICLE_ENERGY = "peatom"
-# Keywords that steer the run but are not properties of the samples (not recorded/compared).
+# Keywords that steer the run but are not properties of the samples (not recorded/compared);
+# cnn, livestride, livedevice, livethreads: P(glass) along the cooling (glasscam.insitu.live)
 RUN_KEYWORDS = ("out",)
+LIVE_KEYWORDS = ("cnn", "livestride", "livedevice", "livethreads")
 SEED_RANGE = 2**30 - 1  # LAMMPS' Park-Miller seeds must lie in [1, 2^31 - 2]
 # The CNN sees the grid through three 'same' 3x3 convolutions and a dense head: fewer pixels
 # than this leave nothing to learn (and the deck's arithmetic breaks for grid < 1).
@@ -212,6 +222,7 @@ class _State:
     cooling: dict[str, np.ndarray] = field(default_factory=dict)
     written: int = 0
     t_start: float = field(default_factory=time.perf_counter)
+    ramp: Any = None  # glasscam.insitu.live.Ramp: P(glass) along the cooling, or None
 
 
 _STATE: _State | None = None
@@ -238,11 +249,16 @@ def _is_root(lmp) -> bool:
 def setup(lmp, step: int, **kw: str) -> None:
     """Create/validate the store (universe rank 0) and share the queue of missing samples."""
     global _STATE
+    live_kw = {k: kw[k] for k in LIVE_KEYWORDS if k in kw}
+    kw = {k: v for k, v in kw.items() if k not in LIVE_KEYWORDS}
+    deck.check_variables(_where("setup"))
     params = parse_parameters(kw)
     out = str(kw["out"])
     uni = parallel.universe()
     if _STATE is not None:  # a second setup in the same process: release the old queue
         _STATE.queue.free()
+        if _STATE.ramp is not None:
+            _STATE.ramp.close()
         _STATE = None
 
     def prepare() -> list[int]:
@@ -254,12 +270,19 @@ def setup(lmp, step: int, **kw: str) -> None:
         return prepare_samples_store(
             out, params, log=lambda msg: print(f"glasscam quench: {msg}", flush=True))
 
+    ramp = None
+    if any(str(live_kw.get(k, "")).strip().lower() not in ("", "none")
+           for k in ("cnn", "livestride")):
+        from glasscam.insitu import live
+
+        ramp = live.ramp_start(lmp, params, live_kw, out)  # before any store is touched
     todo = parallel.on_root(uni, prepare)
     for name, value in deck_values(params).items():
         deck.set_variable(lmp, name, value)
     queue = parallel.WorkQueue(uni, todo, f"{out}.claims")
     writer = SampleWriter(out) if _is_root(lmp) else None
-    _STATE = _State(params=params, out=out, queue=queue, writer=writer, todo=len(todo))
+    _STATE = _State(params=params, out=out, queue=queue, writer=writer, todo=len(todo),
+                    ramp=ramp)
     if uni.Get_rank() == 0:
         done = params["nsamples"] - len(todo)
         print(
@@ -336,6 +359,10 @@ def record(lmp, step: int, **kw: str) -> None:
     temperature = float(lmp.get_thermo("temp"))  # collective: every rank calls
     pe = float(lmp.get_thermo("pe"))  # per particle (thermo_modify norm yes)
     _put_record(st, step, temperature, pe)
+    if st.ramp is not None:
+        from glasscam.insitu import live
+
+        live.ramp_row(lmp, st.ramp, st.sample, step, temperature)  # collective
 
 
 def _put_record(st: _State, step: int, temperature: float, pe: float) -> None:
@@ -382,6 +409,10 @@ def snapshot(lmp, step: int, **kw: str) -> None:
     if cls != schema.CLASSES[-1]:
         return
     assert st.writer is not None
+    if st.ramp is not None:  # first: a sample marked done always has its ramp rows
+        from glasscam.insitu import live
+
+        live.ramp_write(st.ramp, st.sample)
     st.writer.write(st.sample, st.seed, st.snapshots, st.cooling)
     st.written += 1
     temps = ", ".join(f"T_{c} {s.temperature:.4g}" for c, s in st.snapshots.items())
@@ -400,6 +431,8 @@ def finish(lmp, step: int, **kw: str) -> None:
     _no_keywords(kw, "finish")
     st = _state("finish")
     st.queue.free()
+    if st.ramp is not None:
+        st.ramp.close()
     uni = parallel.universe()
     total = uni.allreduce(st.written if _is_root(lmp) else 0)
     if uni.Get_rank() == 0 and _LOCK is not None:

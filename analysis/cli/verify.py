@@ -62,9 +62,21 @@ def register(app: typer.Typer) -> None:
                 units = integrity.damaged_units(damages)
                 for d in damages:
                     typer.echo(f"DAMAGED {d}")
+                left = integrity.leftovers(where)
+                for path in left:
+                    typer.echo(f"LEFTOVER {path} (a write interrupted before its rename; "
+                               "harmless: --repair, or the next writer, removes it)")
                 if not damages:
                     done = sum(int(root[u.done][...].sum()) for u in units_of(root))
                     typer.echo(f"{where}: OK ({done} done units checked)")
+                    if repair and left:
+                        try:
+                            with OutputLock(where, what="store",
+                                            command="glasscam verify --repair"):
+                                integrity.sweep_leftovers(where)
+                        except OutputLockedError as err:
+                            typer.echo(f"error: {err}", err=True)
+                            raise typer.Exit(1) from None
                     continue
                 damaged_total += len(units)
                 if not repair:
@@ -73,6 +85,7 @@ def register(app: typer.Typer) -> None:
                     continue
                 try:
                     with OutputLock(where, what="store", command="glasscam verify --repair"):
+                        integrity.sweep_leftovers(where)
                         integrity.repair(zarr.open_group(where, mode="r+"), damages)
                 except OutputLockedError as err:
                     typer.echo(f"error: {err}", err=True)

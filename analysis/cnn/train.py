@@ -43,6 +43,7 @@ from glasscam.analysis.cnn.network import (
     resolve_device,
     tune_host_allocator,
 )
+from glasscam.insitu import integrity
 from glasscam.insitu.lock import OutputLock
 from glasscam.insitu.schema import CLASSES, CorruptStoreError, SchemaError
 from torch import nn
@@ -335,6 +336,7 @@ def train(
     (:mod:`glasscam.insitu.lock`): a second ``train`` into it is refused, naming this one.
     """
     with OutputLock(out, what="model folder"):
+        integrity.sweep_leftovers(out)  # temporary files of a write that was killed
         return _train(samples, out, config, model_config, reporter, stop_after_epoch)
 
 
@@ -520,6 +522,7 @@ def train_ensemble(
     if members == 1:
         return train(samples, out, config, model_config, reporter)
     with OutputLock(out, what="model folder"):
+        integrity.sweep_leftovers(out)  # the members' folders included
         return _train_ensemble(samples, out, members, config, model_config, reporter)
 
 

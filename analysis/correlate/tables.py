@@ -18,6 +18,10 @@ writes under ``tables/`` (paper §4.2-4.7):
 ``tableS2_pairs_summary.csv``   their mean and standard deviation
 ``fig8_c_alpha.csv``            C_α(r) (bare fields) mean ± standard error over samples
 ``fig8_crossings.csv``          first zero crossing (r_Γ) and 1/e length of each mean C_α
+``attribution_ranking.csv``     with ``gradcam_*.zarr`` stores: every attribution method ×
+                                layer scored like Γ, its agreement with Grad-CAM and cost;
+                                ``attribution_sanity.csv``: their randomised-network checks
+                                (:mod:`.attribution_ranking`)
 ==============================  ==========================================================
 
 Orientation (paper Figs 1-2, 5, 7, §4.6): KAM correlates 1−Γ, ϒ, 1−Θ with Δ; ABM 1−Γ, 1−ϒ, Θ.
@@ -48,7 +52,7 @@ from glasscam.analysis.correlate.measures import (
 )
 from glasscam.analysis.dynamics.propensity import ensemble_splits
 from glasscam.insitu.geometry import Box
-from glasscam.insitu.integrity import write_atomically
+from glasscam.insitu.integrity import sweep_leftovers, write_atomically
 from glasscam.insitu.lock import OutputLock
 
 INDICATORS = ("gamma", "voronoi", "ttop")  # the structural ones; judge adds the baselines
@@ -493,6 +497,7 @@ def run_correlate(
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: run folder does not exist")
     with OutputLock(run_dir / "tables", what="tables folder"):
+        sweep_leftovers(run_dir / "tables")
         return _run_correlate(run, opts, echo)
 
 
@@ -571,4 +576,8 @@ def _run_correlate(run: str | os.PathLike, opts: CorrelateOptions | None,
         _write_csv(tables / "fig8_crossings.csv",
                    ["class", "indicator", "r_zero", "r_inv_e", "samples"], srows["f8x"]),
     ]
+    from glasscam.analysis.correlate import attribution_ranking
+
+    if attribution_ranking.has_rivals(inp.run):  # gradcam_*.zarr beside gradcam.zarr
+        written += attribution_ranking.write_tables(inp, opts, tables, echo)
     return written

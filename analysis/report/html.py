@@ -811,7 +811,7 @@ def attribution_section(rep: Report, system: str) -> None:
         body += ("<h3>Sanity checks (Adebayo et al. 2018)</h3><ul>"
                  + "".join(f"<li>{html.escape(v)}</li>" for v in verdicts.values()) + "</ul>"
                  + f"<p>A randomised network's map must differ from the trained one (mean rank "
-                 f"correlation ρ &lt; {ar.RHO_MAX}) and its C with Δ must fall to the null "
+                 f"correlation |ρ| &lt; {ar.RHO_MAX}) and its C with Δ must fall to the null "
                  f"(p ≥ {ar.ALPHA}). cascade:&lt;module&gt;: the weights re-drawn from the "
                  "output layer down to that module; shuffled-labels: networks trained on "
                  "permuted labels.</p>")
@@ -1076,6 +1076,8 @@ def build_report(run: str | Path) -> Path:
     if not run.is_dir():
         raise FileNotFoundError(f"{run}: run folder does not exist")
     with OutputLock(run / "report.html", what="report"):
+        for stale in run.glob(".report.html.*.tmp"):  # a build that was killed mid-write
+            stale.unlink(missing_ok=True)
         return _build_report(run)
 
 

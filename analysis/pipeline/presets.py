@@ -10,8 +10,10 @@ A preset is a TOML file with one table per stage::
     [indicators]   options of `glasscam indicators`
     [correlate]    options of `glasscam correlate`
 
-Any value may instead be a table keyed by system (``temperatures = {kam = [0.45], abm = [1.2]}``)
-and is then resolved for the run's system. Unknown tables or keys are errors that name the file,
+A list value of a command option is passed comma-separated (``[gradcam] methods = ["gradcam",
+"hirescam"]`` is ``--methods gradcam,hirescam``). Any value may instead be a table keyed by
+system (``temperatures = {kam = [0.45], abm = [1.2]}``) and is then resolved for the run's
+system. Unknown tables or keys are errors that name the file,
 the table and the key (``p.toml: [train] key 'epochz' is not an option of glasscam train
 (options: ...)``): a typo must not silently fall back to a default. Every error of this module
 names the preset file; values of command options are checked the way the command itself will
@@ -141,6 +143,10 @@ def load_preset(
                 raise PresetError(
                     f"{path}: [{table}] {key} has per-system values but none for {system!r}"
                 ) from None
+            if table in CLI_TABLES and isinstance(resolved[key], list):
+                # a list of a command option (`methods = ["gradcam", "hirescam"]`) is passed
+                # the way the command takes it: comma-separated
+                resolved[key] = ",".join(str(v) for v in resolved[key])
         out[table] = resolved
     out["run"]["system"] = system
     out["run"].setdefault("np", 1)

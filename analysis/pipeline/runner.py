@@ -107,7 +107,8 @@ OUTPUTS: dict[str, tuple[str, ...]] = {
     "quench": ("samples.zarr", "logs/quench.*"),
     "propensity": ("propensity_T*.zarr", "logs/propensity_T*", "logs/propensity.stdout"),
     "train": ("model", "logs/train.log"),
-    "gradcam": ("gradcam.zarr", "logs/gradcam.log"),
+    # gradcam_*: the other attribution stores and the shuffled-label networks (issue 16)
+    "gradcam": ("gradcam.zarr", "gradcam_*", "logs/gradcam.log"),
     "indicators": ("indicators.zarr", "logs/indicators.log"),
     "correlate": ("tables", "logs/correlate.log"),
     "report": ("report.html", "figures", "export", "logs/report.log"),

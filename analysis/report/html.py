@@ -875,7 +875,7 @@ def _attribution_maps(rep: Report, system: str) -> str:
     for s in stores:
         x = xis[s.path.name]
         g = np.asarray(s.root["glass/gamma"][sample], dtype=np.float64)
-        particles.append((f"1−{s.label} (ξ = {x:g})",
+        particles.append((f"1−{s.label}\n(ξ = {_f(x, 2)})",
                           1.0 - normalize(coarse_grain_pairs(g, pairs, x, 3.0 * x))))
     if conf is not None:
         k = target_output(conf.delta, 1.0)
@@ -885,7 +885,7 @@ def _attribution_maps(rep: Report, system: str) -> str:
               if r["variable"] == "Delta (used)" and int(r["sample"]) == sample]
         xi_d = float(t3[0]["xi"]) if t3 else 2.0
         pairs_d = PairList.build(pos, box, 3.0 * max(xi_d, 1.0))
-        particles.append((f"Δ at δ = {_f(conf.delta[k], 2)} (ξ_Δ = {_f(xi_d, 2)})",
+        particles.append((f"Δ at δ = {_f(conf.delta[k], 2)}\n(ξ_Δ = {_f(xi_d, 2)})",
                           normalize(coarse_grain_pairs(conf.propensity[k], pairs_d, xi_d,
                                                        3.0 * xi_d))))
     from glasscam.insitu import systems
@@ -897,8 +897,9 @@ def _attribution_maps(rep: Report, system: str) -> str:
     out += rep.figure(
         f"attribution_particles_sample{sample}.png",
         f"Glass sample {sample}: 1 − the coarse-grained, normalised particle score of every "
-        "method (at the ξ of its C_max)" + (" beside the coarse-grained propensity"
-                                             if conf is not None else ""),
+        "method (at its ξ of C_max, mean over configurations)"
+        + (" beside the coarse-grained propensity (at δ ≈ 1, else the largest δ reached)"
+           if conf is not None else ""),
         lambda p: plots.particle_maps(particles, pos, types, box, p, diameters=diameters,
                                       ncol=4))
     return out

@@ -273,8 +273,9 @@ def image_grid(
     fig, axes = plt.subplots(nrow, ncol, figsize=(3.3 * ncol, 3.1 * nrow), squeeze=False)
     for ax, (label, img) in zip(axes.flat, panels, strict=False):
         img = np.asarray(img, dtype=float)
-        if np.nanmin(img) < 0:
-            vmax = float(np.nanmax(np.abs(img))) or 1.0
+        finite = img[np.isfinite(img)]
+        if finite.size and finite.min() < 0:
+            vmax = float(np.abs(finite).max()) or 1.0
             im = ax.imshow(img, origin="lower", cmap="RdBu_r", vmin=-vmax, vmax=vmax)
         else:
             im = ax.imshow(img, origin="lower", cmap="viridis")

@@ -138,11 +138,17 @@ def register(app: typer.Typer) -> None:
                 self.epochs_task: Any = None
                 self.batch_task: Any = None
 
+            last_epoch = -1
+
             def start_epoch(self, epoch: int, epochs: int, nbatches: int) -> None:
-                if self.epochs_task is None:
+                # a new network (the next ensemble member) starts its own epoch count
+                if self.epochs_task is None or epoch <= self.last_epoch:
+                    if self.epochs_task is not None:
+                        progress.remove_task(self.epochs_task)
                     self.epochs_task = progress.add_task(
                         "epochs", total=epochs, completed=epoch, info=""
                     )
+                self.last_epoch = epoch
                 if self.batch_task is not None:
                     progress.remove_task(self.batch_task)
                 self.batch_task = progress.add_task(

@@ -340,6 +340,10 @@ def nopython_propensity(variables: Mapping[str, Any], data: str | Path, model: s
                 source, count=1)
     text = _sub(text, _command(r"insitu[ \t]+" + re.escape(PROPENSITY_PREFIX + "finish")), "",
                 f"insitu {PROPENSITY_PREFIX}finish", source, count=1)
+    # the heartbeat fix only prints (it reads the step): the MD is the same without it
+    text = _sub(text, _command(r"fix[ \t]+\S+[ \t]+all[ \t]+insitu[ \t]+\S+[ \t]+"
+                               + re.escape(PROPENSITY_PREFIX + "heartbeat")), "",
+                f"fix ... insitu ... {PROPENSITY_PREFIX}heartbeat", source, count=1)
     _check_no_python(text, source)
     shown = ", ".join(f"{k} {variables[k]}" for k in sorted(variables)) or "the defaults"
     return _header(source, f"propensity, no Python; generated for {shown}", []) + text

@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 SYSTEMS = ("kam", "abm")
-DECKS = ("quench.in", "propensity.in")
+DECKS = ("quench.in", "propensity.in", "aging.in")
 PRESETS = "presets"
 SLURM = "slurm"  # SLURM batch scripts of every stage (templates)
 

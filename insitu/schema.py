@@ -807,7 +807,11 @@ def open_indicators_store(
 # Root attrs: ``schema``; ``parameters`` (samples store, model folder, split, target class,
 # layer, gridization kernel, nsamples, natoms, grid: a resumed run must match them);
 # ``versions``; ``model`` (provenance: checkpoint path and sha256, epochs trained, model and
-# training configuration, test accuracy; informational, not compared).
+# training configuration, test accuracy; informational, not compared); ``cost`` (seconds and
+# ms per sample of the last run; informational). Attribution methods other than the paper's
+# (`glasscam gradcam --method/--layer/--randomize`, glasscam.analysis.cnn.attribution) write
+# stores of this same schema named gradcam_<method>[_<layer>][_<randomisation>].zarr, with
+# the method, layer, randomisation (and integrated-gradients steps) in ``parameters``.
 # ============================================================================================
 
 GRADCAM_SCHEMA = "glasscam.gradcam/3"
@@ -944,6 +948,189 @@ def open_applied_store(path: str | os.PathLike, mode: str = "r",
     return root
 
 
+# ============================================================================================
+# live.zarr (glasscam.live/1) -- the trained network as an in-situ observable of a running
+# LAMMPS (glasscam.insitu.live:gradcam, `fix ID all insitu N glasscam.insitu.live:gradcam`).
+# Section owned by the live hook. F frames (one per hook call, growing), N particles in
+# atom-ID order:
+#
+#     step          i8 [F]        MD step of the frame
+#     time          f8 [F]        step * dt
+#     temperature   f8 [F]        instantaneous kinetic temperature (LAMMPS thermo 'temp')
+#     box           f8 [F, 2]     (Lx, Ly)
+#     p_glass       f8 [F]        probability of the glass class (ensemble: members' mean)
+#     logits        f4 [F, 2]     CLASSES order (ensemble: log of the mean probability)
+#     cam           f4 [F, Y, X]  Grad-CAM map of the glass class
+#     gamma         f4 [F, N]     Γ = G^-1(cam), bare (what the per-atom property holds)
+#     positions     f4 [F, N, 2]  wrapped into [0, L), float32, as gridized
+#     crd           f4 [F, N]     |cage-relative displacement| since the first frame (aging
+#                                 deck, parameters 'crd' true; NaN otherwise)
+#     checksum      i8 [F, A]     CRC-32 of every array above of the frame; done b1 [F] last
+#     ids           i8 [N]        atom IDs of the columns; types i1 [N] (0 = A, 1 = B)
+#
+# Chunks: 'batch' frames along F (one chunk per batch, written whole by the partition's rank
+# 0), whole along the other axes. The arrays grow along F; an interrupted growth leaves arrays
+# longer than 'done', whose length is the store's F. Root attrs: schema, parameters (model
+# checkpoints' sha256, natoms, grid, channels, kernel, batch, device, threads, crd, and the
+# deck's 'run' parameters: a resume must match them), versions, model (its folder).
+#
+# samples.live.zarr (glasscam.live-ramp/1) -- P(glass) along the cooling ramp of the quench
+# deck (-var cnn DIR -var livestride K), beside the samples store; one chunk per sample:
+#
+#     step, target_temperature, temperature, p_glass [S, R] (i8, f8, f8, f8), logits f4
+#     [S, R, 2] (R = ncool // livestride + 1 rows, steps 0, K, 2K, ...); checksum i8 [S, A];
+#     done b1 [S]
+# ============================================================================================
+
+LIVE_SCHEMA = "glasscam.live/1"
+RAMP_SCHEMA = "glasscam.live-ramp/1"
+_LF = ("F",)
+LIVE_FRAME_ARRAYS: tuple[ArraySpec, ...] = (
+    ArraySpec("step", ("F",), "int64", -1),
+    ArraySpec("time", ("F",), "float64", float("nan")),
+    ArraySpec("temperature", ("F",), "float64", float("nan")),
+    ArraySpec("box", ("F", "D"), "float64", float("nan")),
+    ArraySpec("p_glass", ("F",), "float64", float("nan")),
+    ArraySpec("logits", ("F", "K"), "float32", float("nan")),
+    ArraySpec("cam", ("F", "Y", "X"), "float32", float("nan")),
+    ArraySpec("gamma", ("F", "N"), "float32", float("nan")),
+    ArraySpec("positions", ("F", "N", "D"), "float32", float("nan")),
+    ArraySpec("crd", ("F", "N"), "float32", float("nan")),
+)
+LIVE_UNITS: tuple[Unit, ...] = (
+    Unit("done", "checksum", tuple(s.name for s in LIVE_FRAME_ARRAYS)),
+)
+LIVE_ATOM_ARRAYS: tuple[ArraySpec, ...] = (
+    ArraySpec("ids", ("N",), "int64", -1),
+    ArraySpec("types", ("N",), "int8", -1),
+)
+RAMP_ARRAYS: tuple[ArraySpec, ...] = (
+    ArraySpec("step", ("S", "R"), "int64", -1, _S),
+    ArraySpec("target_temperature", ("S", "R"), "float64", float("nan"), _S),
+    ArraySpec("temperature", ("S", "R"), "float64", float("nan"), _S),
+    ArraySpec("p_glass", ("S", "R"), "float64", float("nan"), _S),
+    ArraySpec("logits", ("S", "R", "K"), "float32", float("nan"), _S),
+    ArraySpec("done", ("S",), "bool", False, _S),
+)
+RAMP_UNITS: tuple[Unit, ...] = (
+    Unit("done", "checksum", tuple(s.name for s in RAMP_ARRAYS if s.name != "done")),
+)
+
+
+def live_sizes(params: Mapping[str, Any], frames: int = 0) -> dict[str, int]:
+    try:
+        return {"F": int(frames), "N": int(params["natoms"]), "D": 2, "K": len(CLASSES),
+                "Y": int(params["grid"]), "X": int(params["grid"]), "B": int(params["batch"])}
+    except KeyError as err:
+        raise SchemaError(f"live parameters lack field {err.args[0]!r}") from None
+
+
+def _live_frame_chunks(spec: ArraySpec, sizes: Mapping[str, int]) -> tuple[int, ...]:
+    return tuple(sizes["B"] if d == "F" else int(sizes[d]) for d in spec.dims)
+
+
+def create_live_store(path: str | os.PathLike, params: Mapping[str, Any], ids: np.ndarray,
+                      types: np.ndarray, attrs: Mapping[str, Any] | None = None):
+    """Create an empty live store (no frame yet; one process only) and return its root."""
+    import zarr
+
+    sizes = live_sizes(params)
+    root = zarr.open_group(os.fspath(path), mode="w-", zarr_format=3)
+    specs = (*LIVE_FRAME_ARRAYS, checksum_spec(LIVE_UNITS[0], _LF),
+             ArraySpec("done", ("F",), "bool", False))
+    for spec in specs:
+        dims = {**sizes, "A": len(LIVE_UNITS[0].covers)}
+        root.create_array(spec.name, shape=spec.shape(dims), chunks=_live_frame_chunks(
+            spec, dims), dtype=spec.dtype, fill_value=spec.fill_value, dimension_names=spec.dims)
+    root["checksum"].attrs["covers"] = list(LIVE_UNITS[0].covers)
+    _create_arrays(root, LIVE_ATOM_ARRAYS, sizes)
+    root["ids"][...] = np.asarray(ids, dtype=np.int64)
+    root["types"][...] = np.asarray(types, dtype=np.int8)
+    # attrs last: a store without 'schema' is recognisably half-created
+    root.attrs.update({"parameters": jsonable(params), "versions": versions(),
+                       **{k: jsonable({"v": v})["v"] for k, v in (attrs or {}).items()},
+                       "schema": LIVE_SCHEMA})
+    return root
+
+
+def open_live_store(path: str | os.PathLike, mode: str = "r",
+                    expect: Mapping[str, Any] | None = None):
+    """Open and validate a live store (F = the length of ``done``; the frame arrays may be
+    longer after an interrupted growth); with ``expect``, check its parameters."""
+    where = os.fspath(path)
+    root = _open_root(where, mode, LIVE_SCHEMA)
+    params = dict(root.attrs["parameters"])
+    if expect is not None:
+        check_parameters(params, expect, where)
+    try:
+        frames = int(root["done"].shape[0])
+    except KeyError:
+        raise SchemaError(f"{where}: missing array 'done'") from None
+    sizes = live_sizes(params, frames)
+    specs = (*LIVE_FRAME_ARRAYS, checksum_spec(LIVE_UNITS[0], _LF))
+    for spec in specs:
+        if spec.name not in root:
+            raise SchemaError(f"{where}: missing array '{spec.name}'")
+        arr = root[spec.name]
+        want = spec.shape({**sizes, "A": len(LIVE_UNITS[0].covers)})
+        if np.dtype(arr.dtype) != np.dtype(spec.dtype) or tuple(arr.shape[1:]) != want[1:] \
+                or arr.shape[0] < frames:
+            raise SchemaError(f"{where}: array '{spec.name}' has shape {tuple(arr.shape)} and "
+                              f"dtype {arr.dtype}, schema says (>= {frames}, *{want[1:]}) "
+                              f"{spec.dtype} {spec.dims}")
+    _check_arrays(root, LIVE_ATOM_ARRAYS, sizes, where)
+    return root
+
+
+def ramp_sizes(params: Mapping[str, Any]) -> dict[str, int]:
+    try:
+        return {"S": int(params["nsamples"]), "R": int(params["rows"]), "K": len(CLASSES)}
+    except KeyError as err:
+        raise SchemaError(f"live-ramp parameters lack field {err.args[0]!r}") from None
+
+
+def create_ramp_store(path: str | os.PathLike, params: Mapping[str, Any],
+                      attrs: Mapping[str, Any] | None = None):
+    """Create an empty store of P(glass) along the cooling ramp (one process only)."""
+    import zarr
+
+    sizes = ramp_sizes(params)
+    root = zarr.open_group(os.fspath(path), mode="w-", zarr_format=3)
+    _create_arrays(root, RAMP_ARRAYS, sizes)
+    _create_checksums(root, RAMP_UNITS, sizes, {"done": _S})
+    root.attrs.update({"parameters": jsonable(params), "versions": versions(),
+                       **{k: jsonable({"v": v})["v"] for k, v in (attrs or {}).items()},
+                       "schema": RAMP_SCHEMA})
+    return root
+
+
+def open_ramp_store(path: str | os.PathLike, mode: str = "r",
+                    expect: Mapping[str, Any] | None = None, grow: bool = False):
+    """Open and validate a ramp store; with ``expect``, check its parameters. With ``grow``,
+    a larger ``expect["nsamples"]`` extends it (as the samples store it sits beside grows)."""
+    where = os.fspath(path)
+    root = _open_root(where, mode, RAMP_SCHEMA)
+    params = dict(root.attrs["parameters"])
+    target = int(params.get("nsamples", 0))
+    if expect is not None:
+        asked = dict(expect)
+        if grow and int(asked.get("nsamples", target)) > target:
+            target = int(asked["nsamples"])
+            asked["nsamples"] = params.get("nsamples")
+        check_parameters(params, asked, where)
+    sizes = ramp_sizes(params)
+    lead = {sizes["S"], target}
+    _check_arrays(root, RAMP_ARRAYS, sizes, where, lead_ok=lead)
+    _check_checksums(root, RAMP_UNITS, sizes, {"done": _S}, where, lead_ok=lead)
+    if target != sizes["S"]:
+        for name in [s.name for s in RAMP_ARRAYS] + ["checksum"]:
+            arr = root[name]
+            if arr.shape[0] != target:
+                arr.resize((target, *arr.shape[1:]))
+        root.attrs["parameters"] = jsonable({**params, "nsamples": target})
+    return root
+
+
 # --------------------------------------------------------------------------------------------
 # the units of every current schema (what verify and resume check)
 
@@ -961,6 +1148,10 @@ def units_of(root) -> tuple[Unit, ...]:
         return _class_units(INDICATOR_CLASS_ARRAYS)
     if found == APPLIED_SCHEMA:
         return APPLIED_UNITS
+    if found == LIVE_SCHEMA:
+        return LIVE_UNITS
+    if found == RAMP_SCHEMA:
+        return RAMP_UNITS
     return ()
 
 
@@ -986,4 +1177,6 @@ OPENERS.update({
     "glasscam.gradcam": open_gradcam_store,
     "glasscam.indicators": open_indicators_store,
     "glasscam.applied": open_applied_store,
+    "glasscam.live": open_live_store,
+    "glasscam.live-ramp": open_ramp_store,
 })

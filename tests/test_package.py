@@ -36,7 +36,9 @@ def wheel(tmp_path_factory) -> Path:
 
 
 def shipped_decks() -> list[str]:
-    decks = [f"{s}/{d}" for s in ("kam", "abm") for d in ("quench.in", "propensity.in")]
+    decks = [f"{s}/{d}" for s in ("kam", "abm")
+             for d in ("quench.in", "propensity.in", "aging.in")]
+    decks += [f"slurm/{p.name}" for p in (REPO / "inputs" / "slurm").glob("*.sbatch")]
     return decks + [f"presets/{p.name}" for p in (REPO / "inputs" / "presets").glob("*.toml")]
 
 

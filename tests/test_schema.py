@@ -50,7 +50,7 @@ def test_created_store_has_every_array_of_the_schema(tmp_path):
     root = schema.open_samples_store(path, expect=PARAMS)
     assert root.attrs["schema"] == schema.SAMPLES_SCHEMA
     assert root.attrs["parameters"]["natoms"] == 20 and "zarr" in root.attrs["versions"]
-    sizes = {"S": 7, "N": 20, "D": 2, "C": 2, "M": 8, "K": 5}
+    sizes = {"S": 7, "N": 20, "D": 2, "C": 2, "M": 8, "Y": 8, "X": 8, "K": 5}
     for cls in schema.CLASSES:
         for spec in schema.SAMPLE_CLASS_ARRAYS:
             arr = root[f"{cls}/{spec.name}"]

@@ -1,6 +1,6 @@
 """Timed propensity hooks and the run-wide reductions, for the generated benchmark decks only.
 
-``setup``, ``next_replica``, ``load``, ``run_replica`` are
+``setup``, ``next_replica``, ``load``, ``run_replica``, ``heartbeat`` are
 :mod:`glasscam.insitu.isoconfigurational`'s hooks, each wrapped with a timer; ``finish`` also
 reduces over the universe what the benchmark reports and writes it as JSON (``timing PATH``,
 universe rank 0)::
@@ -41,6 +41,7 @@ setup = TIMER.wrap(_setup, "setup")
 next_replica = TIMER.wrap(_iso.next_replica)
 load = TIMER.wrap(_iso.load)
 run_replica = TIMER.wrap(_run_replica, "run_replica")
+heartbeat = TIMER.wrap(_iso.heartbeat)
 
 
 def finish(lmp, step: int, **kw: str) -> None:

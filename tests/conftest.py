@@ -65,3 +65,14 @@ def run_lammps(
 def lammps():
     """The `run_lammps` helper as a fixture."""
     return run_lammps
+
+
+def in_child(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` in a fresh interpreter (multiprocessing "spawn"), its result
+    returned. For test helpers that use the ``lammps`` module: it loads liblammps with
+    RTLD_GLOBAL, whose voro++ then interposes on freud's, and freud (the tests' oracle)
+    segfaults later in the pytest process. ``fn`` must be a module-level function."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(fn, args, kwargs)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from conftest import BIN, INPUTS, REPO, run_lammps
+from conftest import BIN, INPUTS, REPO, in_child, run_lammps
 from glasscam.insitu import schema
 
 KAM = INPUTS / "kam" / "quench.in"
@@ -56,7 +56,13 @@ def run(tmp_path_factory) -> Path:
 
 def write_lammps(folder: Path, samples: Path, indices, cls: str = "glass",
                  tilt: float = 0.0, scale: float = 1.0, extra_type: bool = False) -> dict:
-    """The stored configurations written by LAMMPS: a data file of the first, a dump of all."""
+    """The stored configurations written by LAMMPS: a data file of the first, a dump of all
+    (in a child interpreter: conftest.in_child)."""
+    return in_child(_write_lammps, folder, samples, list(indices), cls, tilt, scale, extra_type)
+
+
+def _write_lammps(folder: Path, samples: Path, indices, cls: str, tilt: float, scale: float,
+                  extra_type: bool) -> dict:
     from mpi4py import MPI  # noqa: F401, I001
     import lammps
 

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import zarr
+from conftest import in_child
 from small_run import build_small_run, samples_store
 
 GLASSCAM = str(Path(sys.executable).parent / "glasscam")
@@ -119,7 +120,12 @@ def _lammps():
 
 def _read_back(data: Path, pair: list[str] | None = None, pair_style_first: str | None = None):
     """positions (by id), types, box and potential energy per atom of a data file, as LAMMPS
-    reads it; ``pair``: pair_style/pair_coeff commands issued after read_data."""
+    reads it; ``pair``: pair_style/pair_coeff commands issued after read_data. (In a child
+    interpreter: conftest.in_child.)"""
+    return in_child(_read_back_in_child, data, pair, pair_style_first)
+
+
+def _read_back_in_child(data: Path, pair: list[str] | None, pair_style_first: str | None):
     lmp = _lammps()
     try:
         lmp.commands_string("units lj\ndimension 2\natom_style atomic\nboundary p p p\n"

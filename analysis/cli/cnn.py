@@ -152,7 +152,7 @@ def register(app: typer.Typer) -> None:
                 if self.batch_task is not None:
                     progress.remove_task(self.batch_task)
                 self.batch_task = progress.add_task(
-                    f"  epoch {epoch + 1} batches", total=nbatches, info=""
+                    f"  epoch {epoch + 1} batches", total=nbatches, info="", log=False
                 )
 
             def advance(self, n: int = 1) -> None:

@@ -6,7 +6,8 @@ there. :func:`make_progress` returns rich's ``Progress`` on a terminal and other
 ``remove_task``, context manager) that prints a line ``description k/N (pct) rate ETA info``
 
 * whenever a task's ``info`` changes (the end of a training epoch: one line per epoch),
-* when a task completes,
+* when a task completes (not for inner tasks added with ``log=False``, e.g. an epoch's
+  batches),
 * otherwise at most every ``interval`` seconds (default 10 s; ``GLASSCAM_PROGRESS_INTERVAL``).
 
 :func:`progress_callback` adapts it to the ``progress(done, total)`` callbacks of the stages.
@@ -45,6 +46,7 @@ class _Task:
     started: float = field(default_factory=time.monotonic)
     start_completed: float = 0.0
     last_print: float = 0.0
+    log: bool = True  # False: a short inner task, printed only when the interval passed
 
 
 class PlainProgress:
@@ -66,7 +68,7 @@ class PlainProgress:
     def add_task(self, description: str, total: float | None = None, completed: float = 0,
                  **fields: Any) -> int:
         task = _Task(description, total, float(completed), str(fields.get("info", "")),
-                     start_completed=float(completed))
+                     start_completed=float(completed), log=bool(fields.get("log", True)))
         task.last_print = time.monotonic()
         self._next += 1
         self.tasks[self._next] = task
@@ -95,7 +97,7 @@ class PlainProgress:
             task.info = info
         now = time.monotonic()
         finished = task.total is not None and task.completed >= task.total
-        if changed or finished or now - task.last_print >= self.interval:
+        if (task.log and (changed or finished)) or now - task.last_print >= self.interval:
             task.last_print = now
             self.echo(self.line(task, now))
 

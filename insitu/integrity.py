@@ -25,6 +25,7 @@ the discipline around them, shared by the samples, propensity, gradcam and indic
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import math
 import os
@@ -334,18 +335,40 @@ def check_and_repair(root, where: str, log: Callable[[str], None]) -> int:
 # creation
 
 
-def write_atomically(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
+def write_atomically(path: str | os.PathLike, write: Callable[[Path], Any],
+                     durable: bool = False) -> Path:
     """Write a file through ``write(tmp)`` to a unique temporary name beside it, then rename it
-    into place: readers see the old file or the new one, never a torn one."""
+    into place: readers see the old file or the new one, never a torn one. ``durable``: fsync
+    the file before the rename (it survives a crash of the machine, not only of the process)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         write(tmp)
+        if durable:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def write_text_atomically(path: str | os.PathLike, text: str, durable: bool = False) -> Path:
+    """:func:`write_atomically` of a text file."""
+    return write_atomically(path, lambda tmp: tmp.write_text(text), durable)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 (hex) of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
 
 
 def creating_siblings(path: str | os.PathLike) -> list[Path]:

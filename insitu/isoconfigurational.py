@@ -771,13 +771,8 @@ def _json_path(folder: str, c: int, s: int) -> str:
 
 
 def _sha256(path: str) -> tuple[int, str]:
-    """(size, sha256) of a file, read in 1 MiB blocks."""
-    h, size = hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-            size += len(block)
-    return size, h.hexdigest()
+    """(size, sha256) of a file."""
+    return os.path.getsize(path), integrity.file_sha256(path)
 
 
 def _fsync(path: str) -> None:

@@ -111,7 +111,6 @@ Benchmark instrumentation lives in ``benchmarks/`` (it times this module's parts
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import os
 import threading
@@ -148,14 +147,6 @@ def _log(msg: str) -> None:
 
 def _none(value: Any) -> bool:
     return value is None or str(value).strip().lower() in ("", "none", "no")
-
-
-def _sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -229,7 +220,7 @@ class LiveModel:
 
     def identity(self) -> list[str]:
         """sha256 of every checkpoint (what a resumed store must have been written with)."""
-        return [_sha256(f) for f in self.files]
+        return [integrity.file_sha256(f) for f in self.files]
 
     def grid_for(self, species: np.ndarray, box: np.ndarray, where: str) -> int:
         """The grid of a box (the checks of ``glasscam apply``), as an :class:`InputError`."""

@@ -12,7 +12,6 @@ frame in a constant per-atom column ``p_glass`` (a dump has no per-frame field).
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -22,14 +21,7 @@ from typing import Any
 import numpy as np
 from glasscam.analysis.apply.explain import ModelInputError, TrainedModel
 from glasscam.analysis.apply.read import Frame, read_configurations
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+from glasscam.insitu.integrity import file_sha256
 
 
 def output_name(path: Path, taken: set[str]) -> str:
@@ -80,9 +72,9 @@ def apply_file(
     name = name or output_name(src, set())
     store = out_dir / f"{name}.zarr"
     params = {
-        "input": str(src), "input_sha256": _sha256(src), "model": str(model.path),
+        "input": str(src), "input_sha256": file_sha256(src), "model": str(model.path),
         "checkpoints": [c["path"] for c in model.checkpoints],
-        "checkpoint_sha256": [_sha256(Path(c["path"])) for c in model.checkpoints],
+        "checkpoint_sha256": [file_sha256(Path(c["path"])) for c in model.checkpoints],
         "frames": len(frames), "natoms": frames[0].natoms, "grid": grid,
         "members": len(model.networks), "xi": float(xi), "indicators": bool(indicators),
         "types": dict(types) if isinstance(types, Mapping) else types,

@@ -81,6 +81,7 @@ import numpy as np
 import torch
 from glasscam.analysis.cnn.network import GLASS, GRADCAM_LAYER
 from glasscam.insitu.gridize import deposition_weights, inverse_gridize
+from glasscam.insitu.integrity import file_sha256, write_text_atomically
 from torch import nn
 
 #: the convolutional layers a CAM can use: the output of the ReLU after each conv layer
@@ -469,14 +470,6 @@ def shuffled_label_table(nsamples: int, samples: np.ndarray, seed: int) -> np.nd
     return table
 
 
-def _sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def train_shuffled_labels(
     samples: str | os.PathLike, model_dir: str | os.PathLike, out: str | os.PathLike,
     device: str = "auto", echo: Callable[[str], None] = print,
@@ -500,21 +493,12 @@ def train_shuffled_labels(
             names = [f.name for f in folders]
             manifest = {"format": ENSEMBLE_FORMAT, "members": names,
                         "shuffled_labels_of": os.path.abspath(model_dir)}
-            _atomic_text(out / ENSEMBLE, json.dumps(manifest, indent=2) + "\n")
+            write_text_atomically(out / ENSEMBLE, json.dumps(manifest, indent=2) + "\n")
             for folder in folders:
                 _train_one_shuffled(samples, folder, out / folder.name, device, echo)
         else:
             _train_one_shuffled(samples, folders[0], out, device, echo)
     return out
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _train_one_shuffled(samples, source: Path, out: Path, device: str, echo) -> None:
@@ -536,7 +520,7 @@ def _train_one_shuffled(samples, source: Path, out: Path, device: str, echo) -> 
     from glasscam.insitu.schema import SchemaError
 
     src = load_checkpoint(source)
-    src_sha = _sha256(src["path"])
+    src_sha = file_sha256(src["path"])
     fields = TrainConfig.__dataclass_fields__
     config = TrainConfig(**{k: v for k, v in src["train_config"].items() if k in fields})
     model_config = CNNConfig.from_dict(src["model_config"])
@@ -607,7 +591,7 @@ def _train_one_shuffled(samples, source: Path, out: Path, device: str, echo) -> 
                    "test": {k: test[k] for k in ("n", "accuracy", "per_class_accuracy",
                                                  "confusion_matrix")},
                    "history": history}
-        _atomic_text(out / METRICS, json.dumps(metrics, indent=2) + "\n")
+        write_text_atomically(out / METRICS, json.dumps(metrics, indent=2) + "\n")
         echo(f"shuffled labels: {out} trained ({len(history)} epochs; true-label test "
              f"accuracy {100 * test['accuracy']:.0f} %)")
 

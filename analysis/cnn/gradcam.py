@@ -29,7 +29,6 @@ trained network keeps exactly the parameters (and the arrays) it always had.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -42,6 +41,7 @@ from glasscam.analysis.cnn import attribution as attr
 from glasscam.analysis.cnn.network import GLASS, GRADCAM_LAYER, resolve_device, tune_host_allocator
 from glasscam.analysis.stage import SampleStage, StageInputError, select_samples
 from glasscam.insitu.gridize import inverse_gridize
+from glasscam.insitu.integrity import file_sha256
 from glasscam.insitu.schema import (
     CLASSES,
     SchemaError,
@@ -95,14 +95,6 @@ def particle_scores(
 ) -> np.ndarray:
     """Γ_i = G^-1(L)(r_i): the map read out at every particle with the gridization kernel."""
     return inverse_gridize(cam, positions, box, kernel)
-
-
-def _sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class GradCAM(SampleStage):
@@ -171,7 +163,7 @@ class GradCAM(SampleStage):
         self._provenance = self._model_provenance(ckpt)
         if len(ckpts) > 1:
             self._provenance["members"] = [
-                {"checkpoint": path, "sha256": _sha256(path), "seed": c["train_config"]["seed"]}
+                {"checkpoint": path, "sha256": file_sha256(path), "seed": c["train_config"]["seed"]}
                 for path, c in zip(self.checkpoints, ckpts, strict=True)
             ]
 
@@ -185,7 +177,7 @@ class GradCAM(SampleStage):
             test_acc = json.loads(metrics_path.read_text()).get("test", {}).get("accuracy")
         return {
             "checkpoint": self.checkpoint,
-            "sha256": _sha256(self.checkpoint),
+            "sha256": file_sha256(self.checkpoint),
             "epochs_trained": int(ckpt["epoch"]),
             "model_config": ckpt["model_config"],
             "train_config": ckpt["train_config"],

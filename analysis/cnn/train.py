@@ -27,7 +27,6 @@ import json
 import math
 import os
 import time
-import uuid
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -153,27 +152,12 @@ class Reporter:
     def message(self, text: str) -> None: ...
 
 
-def _temporary(path: Path) -> Path:
-    """A temporary name beside ``path``, unique to this process and call."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-
-
 def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = _temporary(path)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    integrity.write_atomically(path, lambda tmp: torch.save(obj, tmp))
 
 
 def _atomic_json(obj: Any, path: Path) -> None:
-    tmp = _temporary(path)
-    try:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    integrity.write_text_atomically(path, json.dumps(obj, indent=2) + "\n")
 
 
 def _read_json(path: Path) -> Any:

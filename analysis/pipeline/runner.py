@@ -80,13 +80,13 @@ import shlex
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from glasscam.analysis.pipeline.presets import PresetError, check_cli_args, load_preset
+from glasscam.insitu.integrity import file_sha256, write_text_atomically
 from glasscam.insitu.lock import OutputLock
 
 from glasscam.decks import deck_path, inputs_dir
@@ -350,14 +350,6 @@ def plan(
 # -- stage keys ---------------------------------------------------------------------------------
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _files_identity(folder: Path, names: frozenset[str] | None = None) -> str:
     """sha256 over the relative paths and contents of the files under ``folder`` (only those
     named in ``names``, if given), in sorted order."""
@@ -365,7 +357,7 @@ def _files_identity(folder: Path, names: frozenset[str] | None = None) -> str:
     files = sorted(p for p in folder.rglob("*")
                    if p.is_file() and (names is None or p.name in names))
     for path in files:
-        h.update(f"{path.relative_to(folder).as_posix()}\0{_file_sha256(path)}\0".encode())
+        h.update(f"{path.relative_to(folder).as_posix()}\0{file_sha256(path)}\0".encode())
     return "sha256:" + h.hexdigest()
 
 
@@ -400,7 +392,7 @@ def output_identity(out: Path, rel: str) -> str:
             return _files_identity(path, MODEL_FILES)
         if path.is_dir():
             return _files_identity(path)
-        return "sha256:" + _file_sha256(path)
+        return "sha256:" + file_sha256(path)
     except Exception as err:  # a half-made or damaged output is an identity too: unreadable
         return f"unreadable ({type(err).__name__}: {err})"
 
@@ -464,7 +456,7 @@ def key_parts(
         "commands": [key_command(argv, out, inputs_root) for argv in stage.commands],
         "preset": {table: {k: v for k, v in values.items() if k not in EXECUTION_KEYS}
                    for table, values in stage.tables.items()},
-        "decks": {_relative(deck, inputs_root): "sha256:" + _file_sha256(deck)
+        "decks": {_relative(deck, inputs_root): "sha256:" + file_sha256(deck)
                   for deck in stage.decks},
         "upstream": upstream,
     }
@@ -589,20 +581,8 @@ def quench_growth(
 
 
 def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a uniquely named temporary file in the same folder and
-    ``os.replace``: a reader sees the old or the new file, never a torn one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write ``text`` to ``path`` atomically and durably (fsync before the rename)."""
+    write_text_atomically(path, text, durable=True)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

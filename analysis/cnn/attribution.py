@@ -516,6 +516,7 @@ def _train_one_shuffled(samples, source: Path, out: Path, device: str, echo) -> 
         evaluate,
         load_checkpoint,
         make_optimizer,
+        train_step,
     )
     from glasscam.insitu.schema import SchemaError
 
@@ -565,13 +566,9 @@ def _train_one_shuffled(samples, source: Path, out: Path, device: str, echo) -> 
             labels = table[batch.classes * train_set.nsamples + batch.samples]
             x = torch.from_numpy(batch.images).to(dev)
             y = torch.from_numpy(labels).to(dev)
-            optimizer.zero_grad(set_to_none=True)
-            logits = model(x)
-            loss = loss_fn(logits, y)
-            loss.backward()
-            optimizer.step()
-            loss_sum += float(loss.detach()) * len(y)
-            correct += int((logits.detach().argmax(1) == y).sum())
+            batch_loss, batch_correct = train_step(model, optimizer, loss_fn, x, y)
+            loss_sum += batch_loss
+            correct += batch_correct
             seen += len(y)
         history.append({"epoch": epoch + 1, "train_loss_shuffled": loss_sum / seen,
                         "train_accuracy_shuffled": correct / seen})

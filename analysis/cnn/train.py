@@ -152,6 +152,17 @@ class Reporter:
     def message(self, text: str) -> None: ...
 
 
+def train_step(model: nn.Module, optimizer: Any, loss_fn: Any, x: torch.Tensor,
+               y: torch.Tensor) -> tuple[float, int]:
+    """One optimiser step on a batch: (summed loss, number classified right) before the step."""
+    optimizer.zero_grad(set_to_none=True)
+    logits = model(x)
+    loss = loss_fn(logits, y)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach()) * len(y), int((logits.detach().argmax(1) == y).sum())
+
+
 def _atomic_save(obj: Any, path: Path) -> None:
     integrity.write_atomically(path, lambda tmp: torch.save(obj, tmp))
 
@@ -402,13 +413,9 @@ def _train(
         for batch in loader:
             x = torch.from_numpy(batch.images).to(device, non_blocking=True)
             y = torch.from_numpy(batch.labels).to(device, non_blocking=True)
-            optimizer.zero_grad(set_to_none=True)
-            logits = model(x)
-            loss = loss_fn(logits, y)
-            loss.backward()
-            optimizer.step()
-            loss_sum += float(loss.detach()) * len(y)
-            correct += int((logits.detach().argmax(1) == y).sum())
+            batch_loss, batch_correct = train_step(model, optimizer, loss_fn, x, y)
+            loss_sum += batch_loss
+            correct += batch_correct
             seen += len(y)
             reporter.advance()
         train_s = time.perf_counter() - t0

@@ -76,3 +76,29 @@ def in_child(fn, *args, **kwargs):
 
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         return pool.apply(fn, args, kwargs)
+
+
+# the FAST quench protocol of the small real stores (N = 200, grid 16, a few seconds a sample)
+FAST_QUENCH = {"natoms": 200, "rate": 0.2, "nequil": 200, "nrecord": 100, "nthermo": 100000,
+               "grid": 16, "tdamp": 0.05}
+
+
+def quench_with_two_models(folder: Path, nsamples: int = 8) -> Path:
+    """``folder/samples.zarr`` (real FAST KAM quenches) and two tiny networks trained on it:
+    ``model`` (the paper's dense head) and ``model_gap`` (global average pooling). Seed 1 and,
+    for the gap head, standardised inputs: a network whose glass CAM is not zero everywhere
+    after 10 epochs on 6 images; what tests check with them is mechanics, not accuracy."""
+    from glasscam.analysis.cnn.data import SplitImages
+    from glasscam.analysis.cnn.network import CNNConfig
+    from glasscam.analysis.cnn.train import TrainConfig, train
+
+    run_lammps(INPUTS / "kam" / "quench.in",
+               {"out": folder / "samples.zarr", "nsamples": nsamples, **FAST_QUENCH}, cwd=folder)
+    store = SplitImages(folder / "samples.zarr", "train")
+    for name, head in (("model", "fc"), ("model_gap", "gap")):
+        train(folder / "samples.zarr", folder / name,
+              TrainConfig(epochs=10, batch_size=4, lr=3e-3, threads=2, seed=1,
+                          standardize=head == "gap"),
+              CNNConfig(channels=store.channels, grid=store.grid, conv_channels=(4, 8, 8),
+                        fc_width=8, head=head))
+    return folder

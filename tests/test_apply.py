@@ -13,12 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from conftest import BIN, INPUTS, REPO, in_child, run_lammps
+from conftest import BIN, REPO, in_child, quench_with_two_models
 from glasscam.insitu import schema
 
-KAM = INPUTS / "kam" / "quench.in"
-FAST = {"natoms": 200, "rate": 0.2, "nequil": 200, "nrecord": 100, "nthermo": 100000,
-        "grid": 16, "tdamp": 0.05}
 GLASSCAM = str(BIN / "glasscam")
 
 
@@ -34,21 +31,7 @@ def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 def run(tmp_path_factory) -> Path:
     """A run folder: samples (8 FAST quenches), model (fc), model_gap, gradcam of every
     sample with the fc model."""
-    from glasscam.analysis.cnn.data import SplitImages
-    from glasscam.analysis.cnn.network import CNNConfig
-    from glasscam.analysis.cnn.train import TrainConfig, train
-
-    d = tmp_path_factory.mktemp("apply")
-    run_lammps(KAM, {"out": d / "samples.zarr", "nsamples": 8, **FAST}, cwd=d)
-    store = SplitImages(d / "samples.zarr", "train")
-    # (seed 1 and standardised inputs: a gap network whose glass CAM is not zero everywhere
-    # after 10 epochs on 6 images; what is tested is the mechanics, not the accuracy)
-    for name, head in (("model", "fc"), ("model_gap", "gap")):
-        train(d / "samples.zarr", d / name,
-              TrainConfig(epochs=10, batch_size=4, lr=3e-3, threads=2, seed=1,
-                          standardize=head == "gap"),
-              CNNConfig(channels=store.channels, grid=store.grid, conv_channels=(4, 8, 8),
-                        fc_width=8, head=head))
+    d = quench_with_two_models(tmp_path_factory.mktemp("apply"))
     cli("gradcam", "--samples", d / "samples.zarr", "--model", d / "model", "--out",
         d / "gradcam.zarr", "--split", "all", "--device", "cpu")
     return d

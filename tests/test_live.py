@@ -24,13 +24,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from conftest import BIN, INPUTS, in_child, run_lammps
+from conftest import BIN, INPUTS, in_child, quench_with_two_models, run_lammps
+from conftest import FAST_QUENCH as FAST
 from glasscam.insitu import schema
 
 KAM_QUENCH = INPUTS / "kam" / "quench.in"
 AGING = INPUTS / "kam" / "aging.in"
-FAST = {"natoms": 200, "rate": 0.2, "nequil": 200, "nrecord": 100, "nthermo": 100000,
-        "grid": 16, "tdamp": 0.05}
 GLASSCAM = str(BIN / "glasscam")
 AGING_VARS = {"sample": 3, "temp": 0.6, "nsteps": 2000, "every": 100, "batch": 4}
 STEPS = np.arange(0, 2001, 100)
@@ -72,19 +71,7 @@ def _write_data(path: Path, positions: np.ndarray, species: np.ndarray, box) -> 
 def run(tmp_path_factory) -> Path:
     """samples.zarr (8 FAST quenches), model (fc), model_gap (gap), glass.data (glass 5),
     big.data (a random N = 300 box at the same density)."""
-    from glasscam.analysis.cnn.data import SplitImages
-    from glasscam.analysis.cnn.network import CNNConfig
-    from glasscam.analysis.cnn.train import TrainConfig, train
-
-    d = tmp_path_factory.mktemp("live")
-    run_lammps(KAM_QUENCH, {"out": d / "samples.zarr", "nsamples": 8, **FAST}, cwd=d)
-    store = SplitImages(d / "samples.zarr", "train")
-    for name, head in (("model", "fc"), ("model_gap", "gap")):
-        train(d / "samples.zarr", d / name,
-              TrainConfig(epochs=10, batch_size=4, lr=3e-3, threads=2, seed=1,
-                          standardize=head == "gap"),
-              CNNConfig(channels=store.channels, grid=store.grid, conv_channels=(4, 8, 8),
-                        fc_width=8, head=head))
+    d = quench_with_two_models(tmp_path_factory.mktemp("live"))
     root = zarr.open_group(str(d / "samples.zarr"), mode="r")
     write_data(d / "glass.data", np.asarray(root["glass/positions"][5], dtype=np.float64),
                root["glass/types"][5], root["glass/box"][5])

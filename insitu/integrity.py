@@ -43,7 +43,6 @@ from glasscam.insitu.schema import (
     HalfCreatedStoreError,
     SchemaError,
     Unit,
-    root_metadata,
     units_of,
 )
 
@@ -155,7 +154,7 @@ def reading(where: str, what: str, arr=None, index: tuple[int, ...] | None = Non
     :class:`CorruptStoreError` naming the store, the chunk file when known, and what to do."""
     try:
         yield
-    except (SchemaError, FileNotFoundError, MemoryError, KeyboardInterrupt):
+    except (SchemaError, FileNotFoundError, MemoryError):
         raise
     except Exception as err:  # noqa: BLE001 - codec errors come in many types
         files = ""
@@ -393,13 +392,6 @@ def create_store_atomically(path: str | os.PathLike, build: Callable[[str], Any]
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return zarr.open_group(str(where), mode="r+")
-
-
-def is_half_created(path: str | os.PathLike) -> bool:
-    """A root ``zarr.json`` without ``schema``: a creation by an older glasscam, interrupted
-    (it holds no sample: samples are written only after ``schema``)."""
-    doc = root_metadata(path)  # CorruptStoreError if truncated
-    return doc.get("node_type") == "group" and "schema" not in doc.get("attributes", {})
 
 
 def open_or_create(path: str | os.PathLike, create: Callable[[str], Any],

@@ -541,7 +541,8 @@ def create_samples_store(path: str | os.PathLike, params: Mapping[str, Any]):
 
 
 def _samples_groups(root, old: str | None):
-    """(group, specs, extra sizes) of every per-sample array group of a samples store."""
+    """(group path, array specs) of every per-sample array group of a samples store ("" is
+    the root)."""
     class_specs = SAMPLE_CLASS_ARRAYS_V1 if old == SAMPLES_SCHEMA_V1 else SAMPLE_CLASS_ARRAYS
     out = [(cls, class_specs) for cls in CLASSES]
     out += [("cooling", SAMPLE_COOLING_ARRAYS), ("", SAMPLE_ROOT_ARRAYS)]
